@@ -1,0 +1,1 @@
+"""HTTP layer: routes, content negotiation, OperationOutcome responses. No FHIR logic lives here."""

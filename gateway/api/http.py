@@ -1,0 +1,87 @@
+"""Content negotiation, request bodies, and FHIR responses built from stored bytes."""
+from __future__ import annotations
+
+from email.utils import format_datetime
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.errors import FhirError, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
+from gateway.fhir.canonical import dumps, parse_json
+from gateway.fhir.context import RequestContext
+from gateway.store import StoredResource
+
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
+PATCH_TYPES = frozenset({"application/json-patch+json"})
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded"})
+_FORMATS_OK = frozenset({"json", "application/json", "application/fhir+json", "application/json+fhir"})
+
+
+def fhir_response(body: bytes, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(body, status, headers=headers, media_type=FHIR_JSON)
+
+
+def error_response(exc: FhirError) -> Response:
+    return fhir_response(dumps(exc.outcome()), exc.status)
+
+
+def resource_headers(stored: StoredResource) -> dict[str, str]:
+    return {"ETag": stored.etag, "Last-Modified": format_datetime(stored.last_updated, usegmt=True)}
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def check_accept(request: Request) -> None:
+    """406 when the client asks only for a format we do not produce (XML, RDF)."""
+    fmt = request.query_params.get("_format")
+    if fmt is not None and fmt.split(";")[0].strip().lower() not in _FORMATS_OK:
+        raise NotAcceptable(f"_format={fmt} is not supported; this server speaks FHIR JSON only.")
+    accept = request.headers.get("accept")
+    if not accept:
+        return
+    kinds = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    if kinds & (JSON_TYPES | {"*/*", "application/*"}):
+        return
+    raise NotAcceptable(f"Accept: {accept} cannot be served; ask for application/fhir+json.")
+
+
+async def read_body(request: Request, limit: int, allowed: frozenset[str]) -> bytes:
+    kind = media_type(request)
+    if kind not in allowed:
+        wanted = " or ".join(sorted(allowed))
+        raise UnsupportedMediaType(f"Content-Type '{kind or '(none)'}' is not accepted here; send {wanted}.")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The body is {declared} bytes; the limit is {limit} bytes.")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The body exceeds the limit of {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, limit: int) -> object:
+    return parse_json(await read_body(request, limit, JSON_TYPES))
+
+
+def prefer(request: Request) -> dict[str, str]:
+    out = {}
+    for part in request.headers.get("prefer", "").split(";"):
+        for item in part.split(","):
+            key, _, value = item.strip().partition("=")
+            if key:
+                out[key.lower()] = value.strip().strip('"').lower()
+    return out
+
+
+def context(request: Request, base_url: str | None) -> RequestContext:
+    if base_url is None:
+        host = request.headers.get("host", "localhost")
+        base_url = f"{request.url.scheme}://{host}{request.scope.get('root_path', '')}/fhir"
+    p = prefer(request)
+    return RequestContext(base_url, lenient=p.get("handling") == "lenient", prefer_return=p.get("return"))

@@ -1,0 +1,33 @@
+"""create_app(settings): wiring only — store, FHIR server, routes, error handlers."""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from gateway.api import errors
+from gateway.api.routes import build_router
+from gateway.fhir.server import FhirServer
+from gateway.settings import Settings
+from gateway.store.sqlite import SqliteStore
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    store = SqliteStore(settings.db_path, settings.sqlite_synchronous)
+    server = FhirServer(settings, store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await store.open()
+        try:
+            yield
+        finally:
+            await store.close()
+
+    app = FastAPI(title="Samverkan Gateway", version="0.1.0", lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
+    app.state.fhir = server
+    app.include_router(build_router(server))
+    errors.install(app)
+    return app

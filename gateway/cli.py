@@ -1,0 +1,46 @@
+"""The ``gateway`` command: ``gateway serve`` starts the FHIR server on the embedded store."""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import typer
+
+from gateway.settings import Settings
+
+cli = typer.Typer(help="Samverkan Gateway: shared care plans between region and municipality over FHIR R4.",
+                  no_args_is_help=True, add_completion=False)
+
+
+@cli.callback()
+def _root() -> None:
+    """Samverkan Gateway."""
+
+
+@cli.command()
+def serve(
+    host: Optional[str] = typer.Option(None, help="Interface to listen on [env GATEWAY_HOST, default 127.0.0.1]"),
+    port: Optional[int] = typer.Option(None, help="Port [env GATEWAY_PORT, default 8080]"),
+    db: Optional[str] = typer.Option(None, help="SQLite file of the embedded store [env GATEWAY_DB]"),
+    base_url: Optional[str] = typer.Option(None, help="Public FHIR base URL [env GATEWAY_BASE_URL]"),
+) -> None:
+    """Start the FHIR server (FHIR base at /fhir) on the embedded SQLite store."""
+    import uvicorn
+
+    from gateway.app import create_app
+
+    settings = Settings.from_env().with_overrides(host=host, port=port, db_path=db,
+                                                  base_url=base_url.rstrip("/") if base_url else None)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    typer.echo(f"Samverkan Gateway: FHIR base http://{settings.host}:{settings.port}/fhir, store {settings.db_path}")
+    # Access logs are off: request lines carry search parameters such as personnummer.
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, access_log=False,
+                log_level=settings.log_level.lower())
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""FHIR semantics: interactions, bundles, references, capability — callable without HTTP."""

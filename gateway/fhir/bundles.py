@@ -1,0 +1,244 @@
+"""Transaction and batch Bundles.
+
+Transaction: all-or-nothing in one store transaction. Entries run in the order the spec
+prescribes (DELETE, POST, PUT/PATCH), ``urn:uuid:`` fullUrls are given server ids up front and
+every reference to them is rewritten, conditional references (``Type?query``) are resolved to
+the one match. GET entries are answered after the commit, so they see the transaction's
+writes. Any entry's error rolls everything back and answers that error, naming the entry.
+Batch: every entry on its own; failures become entry responses.
+"""
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
+
+from gateway.errors import BadRequest, FhirError, PreconditionFailed
+from gateway.fhir.bundle_bytes import bundle
+from gateway.fhir.canonical import dumps, parse_json
+from gateway.fhir.context import RequestContext
+from gateway.fhir.interactions import FhirCore, WriteResult
+from gateway.fhir.references import rewrite_references
+from gateway.fhir.searching import SearchService
+from gateway.fhir.types import SUPPORTED
+from gateway.store import Transaction
+from gateway.store.records import format_instant
+
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+_CONDITIONAL_REF = re.compile(r"^([A-Z][A-Za-z]+)\?(.+)$")
+
+
+@dataclass
+class Entry:
+    index: int
+    method: str
+    rtype: str | None
+    rid: str | None
+    rest: list[str]  # path segments after Type/id (e.g. ["_history", "2"])
+    query: str
+    resource: object | None
+    request: dict
+    full_url: str | None
+
+
+@dataclass
+class Outcome:
+    status: str
+    body: dict | None = None  # the entry's response object (without status)
+    resource: bytes | None = None
+
+
+class BundleProcessor:
+    def __init__(self, core: FhirCore, search: SearchService):
+        self.core = core
+        self.search = search
+
+    async def process(self, data: object, ctx: RequestContext) -> bytes:
+        if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
+            raise BadRequest("POST to the base takes a Bundle of type transaction or batch.")
+        btype = data.get("type")
+        if btype not in ("transaction", "batch"):
+            raise BadRequest(f"Bundle type '{btype}' cannot be processed; use transaction or batch "
+                             "(to store a Bundle as a document, POST it to /Bundle).")
+        entries = [self._entry(i, e, ctx) for i, e in enumerate(data.get("entry") or [])]
+        if btype == "transaction":
+            results = await self._transaction(entries, ctx)
+        else:
+            results = [await self._batch_entry(e, ctx) for e in entries]
+        return bundle(f"{btype}-response", [self._response_bytes(r) for r in results])
+
+    # -- parsing -------------------------------------------------------------------
+    @staticmethod
+    def _entry(i: int, raw: object, ctx: RequestContext) -> Entry:
+        if not isinstance(raw, dict) or not isinstance(raw.get("request"), dict):
+            raise BadRequest(f"Bundle.entry[{i}] needs a request with method and url.")
+        request = raw["request"]
+        method, url = request.get("method"), request.get("url")
+        if method not in _ORDER or not isinstance(url, str) or not url:
+            raise BadRequest(f"Bundle.entry[{i}].request needs method (GET, POST, PUT, PATCH, DELETE) and url.")
+        if url.startswith(ctx.base_url + "/"):
+            url = url[len(ctx.base_url) + 1:]
+        parts = urlsplit(url)
+        segments = [s for s in parts.path.split("/") if s]
+        rtype = segments[0] if segments else None
+        rid = segments[1] if len(segments) > 1 else None
+        return Entry(i, method, rtype, rid, segments[2:], parts.query, raw.get("resource"), request,
+                     raw.get("fullUrl"))
+
+    # -- transaction ---------------------------------------------------------------
+    async def _transaction(self, entries: list[Entry], ctx: RequestContext) -> list[Outcome]:
+        results: dict[int, Outcome] = {}
+        seen_targets: set[str] = set()
+        for e in entries:
+            target = f"{e.method in ('PUT', 'PATCH', 'DELETE')}:{e.rtype}/{e.rid}?{e.query}"
+            if e.method != "GET" and e.method != "POST" and target in seen_targets:
+                raise BadRequest(f"Bundle.entry[{e.index}]: the transaction changes {e.rtype}/{e.rid or e.query} "
+                                 "more than once.")
+            seen_targets.add(target)
+        async with self.core.store.transaction() as tx:
+            ids = await self._assign_ids(tx, entries)
+            for e in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
+                if e.method in ("GET", "HEAD"):
+                    continue
+                if isinstance(e.resource, dict):
+                    await self._resolve_references(tx, e, ids)
+                try:
+                    results[e.index] = await self._write(tx, e, ids.get(e.full_url or ""))
+                except FhirError as exc:
+                    where = f"Bundle.entry[{e.index}] ({e.method} {e.request.get('url')})"
+                    for issue in exc.issues:
+                        issue.diagnostics = f"{where}: {issue.diagnostics}"
+                    raise
+        for e in entries:
+            if e.method in ("GET", "HEAD"):
+                results[e.index] = await self._read_entry(e, ctx)
+        return [results[e.index] for e in entries]
+
+    async def _assign_ids(self, tx: Transaction, entries: list[Entry]) -> dict[str, str]:
+        """fullUrl (urn:uuid:…) → "Type/id" for every entry that creates or updates a resource."""
+        ids: dict[str, str] = {}
+        for e in entries:
+            if not e.full_url or e.method not in ("POST", "PUT"):
+                continue
+            if e.method == "POST" and e.rtype:
+                existing = None
+                if e.request.get("ifNoneExist"):
+                    existing = await self.core.match_one(tx, e.rtype, e.request["ifNoneExist"], "ifNoneExist")
+                ids[e.full_url] = f"{e.rtype}/{existing.rid if existing else uuid.uuid4()}"
+            elif e.method == "PUT" and e.rtype and e.rid:
+                ids[e.full_url] = f"{e.rtype}/{e.rid}"
+            elif e.method == "PUT" and e.rtype and e.query:
+                existing = await self.core.match_one(tx, e.rtype, e.query, "conditional update")
+                rid = existing.rid if existing else (e.resource or {}).get("id") or str(uuid.uuid4())
+                ids[e.full_url] = f"{e.rtype}/{rid}"
+        return ids
+
+    async def _resolve_references(self, tx: Transaction, e: Entry, ids: dict[str, str]) -> None:
+        conditional: dict[str, str] = {}
+        for ref in _references(e.resource):
+            m = _CONDITIONAL_REF.match(ref)
+            if m and ref not in conditional and m.group(1) in SUPPORTED:
+                found = await self.core.match_one(tx, m.group(1), m.group(2), f"reference {ref}")
+                if found is None:
+                    raise PreconditionFailed(f"Conditional reference '{ref}' matches no {m.group(1)}.")
+                conditional[ref] = f"{found.rtype}/{found.rid}"
+        rewrite_references(e.resource, lambda ref: ids.get(ref) or conditional.get(ref))
+
+    async def _write(self, tx: Transaction, e: Entry, assigned: str | None) -> Outcome:
+        core = self.core
+        if e.method == "POST":
+            self._require(e, e.rtype and not e.rid, "POST url must be a resource type, e.g. 'Task'")
+            rid = assigned.split("/", 1)[1] if assigned else None
+            return _write_outcome(await core.create_in(tx, e.rtype, e.resource, e.request.get("ifNoneExist"), rid))
+        if e.method == "PUT":
+            if e.rid is None and e.query:
+                body = e.resource if not assigned else {**e.resource, "id": assigned.split("/", 1)[1]}
+                return _write_outcome(await core.conditional_update_in(tx, e.rtype, e.query, body))
+            self._require(e, e.rtype and e.rid and not e.rest, "PUT url must be Type/id or Type?criteria")
+            return _write_outcome(await core.update_in(tx, e.rtype, e.rid, e.resource, e.request.get("ifMatch")))
+        if e.method == "PATCH":
+            self._require(e, e.rtype and e.rid, "PATCH url must be Type/id")
+            return _write_outcome(await core.patch_in(tx, e.rtype, e.rid, _json_patch(e), e.request.get("ifMatch")))
+        self._require(e, e.rtype and e.rid and not e.query, "DELETE url must be Type/id (conditional delete "
+                                                            "is not supported)")
+        await core.delete_in(tx, e.rtype, e.rid)
+        return Outcome("204 No Content")
+
+    @staticmethod
+    def _require(e: Entry, ok: object, message: str) -> None:
+        if not ok:
+            raise BadRequest(f"{message}; got '{e.request.get('url')}'.")
+
+    # -- reads and batch -----------------------------------------------------------
+    async def _read_entry(self, e: Entry, ctx: RequestContext) -> Outcome:
+        try:
+            if e.rtype is None:
+                raise BadRequest("GET entries need a url such as Type/id or Type?params.")
+            if e.rid is None:
+                body = await self.search.search(e.rtype, parse_qsl(e.query, keep_blank_values=True), ctx)
+                return Outcome("200 OK", resource=body)
+            if e.rest == ["_history"]:
+                return Outcome("200 OK", resource=await self.search.history(e.rtype, e.rid, [], ctx))
+            if len(e.rest) == 2 and e.rest[0] == "_history":
+                stored = await self.core.vread(e.rtype, e.rid, e.rest[1])
+            else:
+                stored = await self.core.read(e.rtype, e.rid)
+            return Outcome("200 OK", {"etag": stored.etag, "lastModified": format_instant(stored.last_updated_us)},
+                           stored.body)
+        except FhirError as exc:
+            return _error_outcome(exc)
+
+    async def _batch_entry(self, e: Entry, ctx: RequestContext) -> Outcome:
+        if e.method in ("GET", "HEAD"):
+            return await self._read_entry(e, ctx)
+        try:
+            async with self.core.store.transaction() as tx:
+                if isinstance(e.resource, dict):
+                    await self._resolve_references(tx, e, {})
+                return await self._write(tx, e, None)
+        except FhirError as exc:
+            return _error_outcome(exc)
+
+    @staticmethod
+    def _response_bytes(result: Outcome) -> bytes:
+        response = dumps({"status": result.status, **(result.body or {})})
+        if result.resource is None:
+            return b'{"response":' + response + b"}"
+        return b'{"resource":' + result.resource + b',"response":' + response + b"}"
+
+
+def _write_outcome(result: WriteResult) -> Outcome:
+    s = result.stored
+    status = "201 Created" if result.created else "200 OK"
+    return Outcome(status, {"location": f"{s.rtype}/{s.rid}/_history/{s.vid}", "etag": s.etag,
+                            "lastModified": format_instant(s.last_updated_us)})
+
+
+def _error_outcome(exc: FhirError) -> Outcome:
+    return Outcome(f"{exc.status}", {"outcome": exc.outcome()})
+
+
+def _json_patch(e: Entry) -> object:
+    res = e.resource
+    if not isinstance(res, dict) or res.get("resourceType") != "Binary" or "data" not in res:
+        raise BadRequest("A PATCH entry carries a Binary resource with contentType application/json-patch+json "
+                         "and the patch base64-encoded in data.")
+    try:
+        return parse_json(base64.b64decode(res["data"], validate=True))
+    except (ValueError, TypeError):
+        raise BadRequest("The PATCH entry's Binary.data is not base64-encoded JSON.") from None
+
+
+def _references(node: object):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str):
+                yield value
+            else:
+                yield from _references(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _references(item)
+

@@ -1,0 +1,63 @@
+"""``GET /metadata``: a CapabilityStatement that lists exactly what this server does.
+
+Built from the same registry the search layer uses, so a search parameter is listed if and
+only if it can be searched.
+"""
+from __future__ import annotations
+
+from gateway.fhir.canonical import dumps
+from gateway.fhir.types import SUPPORTED_TYPES
+from gateway.search.registry import SearchRegistry
+
+INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
+                "search-type"]
+SOFTWARE_VERSION = "0.1.0"
+
+
+def capability_statement(registry: SearchRegistry, base_url: str, published: str) -> bytes:
+    resources = []
+    for rtype in SUPPORTED_TYPES:
+        params = registry.params(rtype)
+        references = sorted(c for c, p in params.items() if p.type == "reference")
+        resources.append({
+            "type": rtype,
+            "interaction": [{"code": code} for code in INTERACTIONS],
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalRead": "not-match",
+            "conditionalUpdate": True,
+            "conditionalDelete": "not-supported",
+            "searchInclude": ["*"] + [f"{rtype}:{c}" for c in references],
+            "searchRevInclude": sorted({f"{src}:{c}" for src in SUPPORTED_TYPES
+                                        for c, p in registry.params(src).items()
+                                        if p.type == "reference" and (not p.targets or rtype in p.targets)}),
+            "searchParam": [
+                {"name": code, "definition": p.url, "type": p.type, **({"documentation": p.description}
+                                                                       if p.description else {})}
+                for code, p in sorted(params.items())
+            ],
+        })
+    statement = {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": published,
+        "publisher": "Samverkan Gateway",
+        "kind": "instance",
+        "software": {"name": "Samverkan Gateway", "version": SOFTWARE_VERSION},
+        "implementation": {"description": "Shared care plans between region and municipality", "url": base_url},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [{
+            "mode": "server",
+            "documentation": ("Search result parameters: _count, _sort (_lastUpdated, _id, date and string "
+                              "parameters), _include, _revinclude (incl. :iterate, one level), _summary=count, "
+                              "_total, _elements. Modifiers: :missing, :exact, :contains, :not, :[type]. "
+                              "Date prefixes: eq ne lt le gt ge sa eb."),
+            "resource": resources,
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+        }],
+    }
+    return dumps(statement)

@@ -1,0 +1,12 @@
+"""Per-request facts the FHIR core needs, whatever the caller (HTTP, bundle entry, mapping)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    base_url: str  # public FHIR base, no trailing slash: for Location, fullUrl, links
+    lenient: bool = False  # Prefer: handling=lenient — ignore unknown search parameters
+    prefer_return: str | None = None  # Prefer: return=minimal|representation|OperationOutcome
+    # The caller's identity (organisation, scopes) joins here with the access issue.

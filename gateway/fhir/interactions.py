@@ -1,0 +1,228 @@
+"""The FHIR write and read interactions, callable without HTTP.
+
+HTTP routes, transaction/batch entries and (later) mapping modules and workflows all come
+through these functions, so validation, versioning and indexing (and, later, access checks,
+audit and notification events) happen in one place. ``*_in`` variants run inside a store
+transaction the caller owns (a transaction Bundle); the plain ones open their own.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+import jsonpatch
+
+from gateway.errors import (
+    BadRequest, Conflict, Gone, NotFound, PreconditionFailed, UnprocessablePatch,
+)
+from gateway.fhir.canonical import canonical_resource, dumps, parse_json
+from gateway.fhir.types import SUPPORTED, is_valid_id
+from gateway.search.dates import now_us
+from gateway.search.extract import index_resource
+from gateway.search.query import QueryParser
+from gateway.search.registry import SearchRegistry
+from gateway.store import Store, StoredResource, Transaction, VersionConflict
+from gateway.store.plan import SearchPlan
+from gateway.store.records import format_instant
+from gateway.validation import validate_resource
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    stored: StoredResource
+    created: bool  # 201 rather than 200
+    changed: bool = True  # False: conditional create found an existing match, delete of nothing
+
+
+def check_type(rtype: str) -> None:
+    if rtype not in SUPPORTED:
+        raise NotFound(f"Resource type '{rtype}' is not supported here; see /metadata for the supported types.")
+
+
+def parse_etag(value: str) -> int:
+    """``W/"3"``, ``"3"`` or ``3`` → 3."""
+    text = value.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    if not text.isdigit():
+        raise BadRequest(f"If-Match must be a version ETag such as W/\"3\", not '{value}'.")
+    return int(text)
+
+
+class FhirCore:
+    def __init__(self, store: Store, registry: SearchRegistry, parser: QueryParser):
+        self.store = store
+        self.registry = registry
+        self.parser = parser
+
+    # -- reads ---------------------------------------------------------------------
+    async def read(self, rtype: str, rid: str) -> StoredResource:
+        check_type(rtype)
+        found = await self.store.read(rtype, rid)
+        if found is None:
+            raise NotFound(f"{rtype}/{rid} is not known.")
+        if found.deleted:
+            raise Gone(f"{rtype}/{rid} was deleted (version {found.vid}).")
+        return found
+
+    async def vread(self, rtype: str, rid: str, vid: str) -> StoredResource:
+        check_type(rtype)
+        if not vid.isdigit():
+            raise NotFound(f"{rtype}/{rid} has no version '{vid}'; versions are numbers.")
+        found = await self.store.read_version(rtype, rid, int(vid))
+        if found is None:
+            raise NotFound(f"{rtype}/{rid} has no version {vid}.")
+        if found.deleted:
+            raise Gone(f"Version {vid} of {rtype}/{rid} records its deletion.")
+        return found
+
+    # -- writes --------------------------------------------------------------------
+    async def create(self, rtype: str, resource: dict, if_none_exist: str | None = None) -> WriteResult:
+        async with self.store.transaction() as tx:
+            return await self.create_in(tx, rtype, resource, if_none_exist)
+
+    async def update(self, rtype: str, rid: str, resource: dict, if_match: str | None = None) -> WriteResult:
+        async with self.store.transaction() as tx:
+            return await self.update_in(tx, rtype, rid, resource, if_match)
+
+    async def conditional_update(self, rtype: str, query: str, resource: dict) -> WriteResult:
+        async with self.store.transaction() as tx:
+            return await self.conditional_update_in(tx, rtype, query, resource)
+
+    async def patch(self, rtype: str, rid: str, patch: object, if_match: str | None = None) -> WriteResult:
+        async with self.store.transaction() as tx:
+            return await self.patch_in(tx, rtype, rid, patch, if_match)
+
+    async def delete(self, rtype: str, rid: str) -> WriteResult | None:
+        async with self.store.transaction() as tx:
+            return await self.delete_in(tx, rtype, rid)
+
+    async def create_in(self, tx: Transaction, rtype: str, resource: dict, if_none_exist: str | None = None,
+                        rid: str | None = None) -> WriteResult:
+        check_type(rtype)
+        self._check_body(rtype, resource)
+        if if_none_exist:
+            existing = await self.match_one(tx, rtype, if_none_exist, "If-None-Exist")
+            if existing is not None:
+                return WriteResult(existing, created=False, changed=False)
+        return WriteResult(await self._put(tx, rtype, rid or str(uuid.uuid4()), resource, 1), created=True)
+
+    async def update_in(self, tx: Transaction, rtype: str, rid: str, resource: dict,
+                        if_match: str | None = None) -> WriteResult:
+        check_type(rtype)
+        self._check_body(rtype, resource)
+        if not is_valid_id(rid):
+            raise BadRequest(f"'{rid}' is not a valid FHIR id (1-64 of A-Z a-z 0-9 - .).")
+        if resource.get("id") is None:
+            raise BadRequest(f"The {rtype} in the body has no id; an update must carry id '{rid}'.")
+        if resource.get("id") != rid:
+            raise BadRequest(f"The body's id '{resource.get('id')}' does not match the URL's id '{rid}'.")
+        current = await tx.read(rtype, rid)
+        self._check_if_match(current, if_match, f"{rtype}/{rid}")
+        vid = current.vid + 1 if current else 1
+        stored = await self._put(tx, rtype, rid, resource, vid)
+        return WriteResult(stored, created=current is None or current.deleted)
+
+    async def conditional_update_in(self, tx: Transaction, rtype: str, query: str, resource: dict) -> WriteResult:
+        check_type(rtype)
+        existing = await self.match_one(tx, rtype, query, "conditional update")
+        if existing is None:
+            rid = resource.get("id")
+            if rid is not None and (await tx.read(rtype, rid)) is not None:
+                raise Conflict(f"{rtype}/{rid} exists but does not match '{query}'; fix the id or the criteria.")
+            if rid is not None:
+                return await self.update_in(tx, rtype, rid, resource)
+            return await self.create_in(tx, rtype, resource)
+        if resource.get("id") not in (None, existing.rid):
+            raise BadRequest(f"The body's id '{resource['id']}' differs from the matching {rtype}/{existing.rid}.")
+        return await self.update_in(tx, rtype, existing.rid, {**resource, "id": existing.rid})
+
+    async def patch_in(self, tx: Transaction, rtype: str, rid: str, patch: object,
+                       if_match: str | None = None) -> WriteResult:
+        check_type(rtype)
+        if not isinstance(patch, list) or not all(isinstance(op, dict) for op in patch):
+            raise BadRequest("A JSON Patch body must be an array of operations ({\"op\": ..., \"path\": ...}).")
+        current = await tx.read(rtype, rid)
+        if current is None:
+            raise NotFound(f"{rtype}/{rid} is not known.")
+        if current.deleted:
+            raise Gone(f"{rtype}/{rid} was deleted; it cannot be patched.")
+        self._check_if_match(current, if_match, f"{rtype}/{rid}")
+        try:
+            patched = jsonpatch.JsonPatch(patch).apply(parse_json(current.body))
+        except jsonpatch.InvalidJsonPatch as exc:
+            raise BadRequest(f"The JSON Patch is malformed: {exc}") from None
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+            raise UnprocessablePatch(f"The JSON Patch cannot be applied to {rtype}/{rid}: {exc}") from None
+        if not isinstance(patched, dict) or patched.get("resourceType") != rtype or patched.get("id") != rid:
+            raise UnprocessablePatch("A patch may not change resourceType or id.")
+        stored = await self._put(tx, rtype, rid, patched, current.vid + 1)
+        return WriteResult(stored, created=False)
+
+    async def delete_in(self, tx: Transaction, rtype: str, rid: str) -> WriteResult | None:
+        """Delete (a new, empty version). Deleting a missing or deleted resource changes nothing."""
+        check_type(rtype)
+        current = await tx.read(rtype, rid)
+        if current is None or current.deleted:
+            return None
+        version = StoredResource(rtype, rid, current.vid + 1, self._now(), None)
+        return WriteResult(await self._save(tx, version, None), created=False)
+
+    # -- helpers -------------------------------------------------------------------
+    @staticmethod
+    def _check_body(rtype: str, resource: object) -> None:
+        if not isinstance(resource, dict):
+            raise BadRequest(f"The body must be a JSON object holding a {rtype} resource.")
+        actual = resource.get("resourceType")
+        if actual != rtype:
+            raise BadRequest(f"The body's resourceType is '{actual}', but this URL is for {rtype}.")
+
+    @staticmethod
+    def _check_if_match(current: StoredResource | None, if_match: str | None, label: str) -> None:
+        if if_match is None:
+            return
+        expected = parse_etag(if_match)
+        if current is None or current.deleted:
+            raise PreconditionFailed(f"If-Match {if_match}: {label} has no current version; read it first.")
+        if current.vid != expected:
+            raise PreconditionFailed(
+                f"If-Match {if_match} is stale: {label} is at version {current.vid}. "
+                "Read the current version, re-apply your change and retry.")
+
+    async def match_one(self, tx: Transaction, rtype: str, query: str, what: str) -> StoredResource | None:
+        """The one resource matching conditional criteria, None if none; 412 if several."""
+        params = parse_qsl(query.lstrip("?"), keep_blank_values=True)
+        if not params:
+            raise BadRequest(f"The {what} criteria are empty; give search parameters such as identifier=system|value.")
+        request = self.parser.parse(rtype, params)
+        matches = await tx.search(SearchPlan(rtype, request.plan.clauses, limit=2))
+        if matches.total > 1:
+            raise PreconditionFailed(f"The {what} criteria '{query}' match {matches.total} {rtype} resources; "
+                                     "make them specific enough to match one.")
+        if matches.total == 0:
+            return None
+        return (await tx.read_seqs(matches.seqs[:1]))[0]
+
+    async def _put(self, tx: Transaction, rtype: str, rid: str, resource: dict, vid: int) -> StoredResource:
+        validate_resource(resource, rtype)
+        now = self._now()
+        meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+        meta = {"versionId": str(vid), "lastUpdated": format_instant(now), **meta}
+        canonical = canonical_resource(resource, rid, meta)
+        version = StoredResource(rtype, rid, vid, now, dumps(canonical))
+        return await self._save(tx, version, index_resource(self.registry, rtype, canonical))
+
+    @staticmethod
+    async def _save(tx: Transaction, version: StoredResource, index) -> StoredResource:
+        try:
+            return await tx.put(version, index)
+        except VersionConflict:
+            raise PreconditionFailed(f"{version.rtype}/{version.rid} was changed by someone else at the same "
+                                     "time; read it again and retry.") from None
+
+    @staticmethod
+    def _now() -> int:
+        return now_us() // 1000 * 1000  # millisecond precision, as served in meta.lastUpdated
+

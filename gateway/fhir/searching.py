@@ -1,0 +1,159 @@
+"""Search and history interactions: plans to the store, pages, includes, Bundles of stored bytes.
+
+Paging: when a search has more matches than one page, the ordered list of matching
+*versions* is kept as a snapshot (``search_snapshots``) and ``next``/``prev`` links page through
+it, so pages neither repeat nor skip resources while others write. History pages use a
+keyset (versions older than the last one shown), which is stable because history only grows.
+"""
+from __future__ import annotations
+
+import uuid
+from urllib.parse import parse_qsl, urlencode
+
+from gateway.errors import BadRequest, NotFound
+from gateway.fhir.bundle_bytes import bundle, history_entry, search_entry
+from gateway.fhir.canonical import dumps, parse_json
+from gateway.fhir.context import RequestContext
+from gateway.fhir.interactions import check_type
+from gateway.search.dates import date_range
+from gateway.search.query import Include, QueryParser, SearchRequest
+from gateway.search.registry import SearchRegistry
+from gateway.store import Store, StoredResource
+from gateway.store.base import HistoryQuery, Snapshot
+
+_MANDATORY = ("resourceType", "id", "meta")
+_SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
+
+
+class SearchService:
+    def __init__(self, store: Store, registry: SearchRegistry, parser: QueryParser, snapshot_ttl: int):
+        self.store = store
+        self.registry = registry
+        self.parser = parser
+        self.snapshot_ttl = snapshot_ttl
+
+    async def search(self, rtype: str, params: list[tuple[str, str]], ctx: RequestContext) -> bytes:
+        check_type(rtype)
+        req = self.parser.parse(rtype, params, lenient=ctx.lenient)
+        matches = await self.store.search(req.plan)
+        total = matches.total if req.total != "none" else None
+        self_link = f"{ctx.base_url}/{rtype}" + (f"?{req.query}" if req.query else "")
+        if req.summary_count:
+            return bundle("searchset", [], total=matches.total, links=[("self", self_link)])
+        links = [("self", self_link)]
+        page = matches.seqs[: req.count]
+        if len(matches.seqs) > req.count:
+            snapshot = Snapshot(str(uuid.uuid4()), rtype, req.query, matches.total, matches.seqs)
+            await self.store.save_snapshot(snapshot, self.snapshot_ttl)
+            links.append(("next", self._page_link(ctx, snapshot.snapshot_id, req.count, req.count)))
+        return await self._page_bundle(rtype, req, page, total, links, ctx)
+
+    async def page(self, params: list[tuple[str, str]], ctx: RequestContext) -> bytes:
+        """``GET [base]?_getpages=ID&_getpagesoffset=N&_count=C``: a page of a remembered search."""
+        values = dict(params)
+        snapshot = await self.store.load_snapshot(values.get("_getpages", ""))
+        if snapshot is None:
+            raise NotFound("This search page has expired or never existed; run the search again.")
+        offset = _int(values.get("_getpagesoffset", "0"), "_getpagesoffset")
+        req = self.parser.parse(snapshot.rtype, parse_qsl(snapshot.query))
+        count = min(_int(values.get("_count", str(req.count)), "_count"), self.parser.max_count) or req.count
+        links = [("self", self._page_link(ctx, snapshot.snapshot_id, offset, count))]
+        if offset > 0:
+            links.append(("previous", self._page_link(ctx, snapshot.snapshot_id, max(0, offset - count), count)))
+        if offset + count < len(snapshot.seqs):
+            links.append(("next", self._page_link(ctx, snapshot.snapshot_id, offset + count, count)))
+        total = snapshot.total if req.total != "none" else None
+        return await self._page_bundle(snapshot.rtype, req, snapshot.seqs[offset: offset + count], total, links, ctx)
+
+    @staticmethod
+    def _page_link(ctx: RequestContext, snapshot_id: str, offset: int, count: int) -> str:
+        return f"{ctx.base_url}?" + urlencode({"_getpages": snapshot_id, "_getpagesoffset": offset, "_count": count})
+
+    async def _page_bundle(self, rtype: str, req: SearchRequest, seqs: list[int], total: int | None,
+                           links: list[tuple[str, str]], ctx: RequestContext) -> bytes:
+        matches = await self.store.read_seqs(seqs)
+        included = await self._included(rtype, req, matches)
+        entries = [search_entry(ctx.base_url, r, "match", _elements(r.body, req.elements)) for r in matches]
+        entries += [search_entry(ctx.base_url, r, "include") for r in included]
+        return bundle("searchset", entries, total=total, links=links)
+
+    async def _included(self, rtype: str, req: SearchRequest, matches: list[StoredResource]) -> list[StoredResource]:
+        """_include/_revinclude on the matches, then ``:iterate`` ones once more on everything found."""
+        if not (req.includes or req.revincludes):
+            return []
+        seen = {(r.rtype, r.rid) for r in matches}
+
+        async def follow(sources: list[StoredResource], iterate: bool) -> list[StoredResource]:
+            found: list[StoredResource] = []
+            for inc in req.includes:
+                if inc.iterate is iterate:
+                    found += await self._forward(inc, sources)
+            for inc in req.revincludes:
+                if inc.iterate is iterate:
+                    found += await self._reverse(inc, sources)
+            fresh = []
+            for r in found:
+                if (r.rtype, r.rid) not in seen:
+                    seen.add((r.rtype, r.rid))
+                    fresh.append(r)
+            return fresh
+
+        first = await follow(matches, iterate=False)
+        return first + await follow(matches + first, iterate=True)
+
+    async def _forward(self, inc: Include, sources: list[StoredResource]) -> list[StoredResource]:
+        rids = [r.rid for r in sources if r.rtype == inc.source_type]
+        params = None if inc.param is None else [inc.param]
+        targets = await self.store.references_from(inc.source_type, rids, params)
+        if inc.target_type:
+            targets = [t for t in targets if t[0] == inc.target_type]
+        return await self.store.read_many(targets)
+
+    async def _reverse(self, inc: Include, targets: list[StoredResource]) -> list[StoredResource]:
+        keys = [(r.rtype, r.rid) for r in targets if inc.target_type in (None, r.rtype)]
+        return await self.store.read_seqs(await self.store.referencing(inc.source_type, inc.param, keys))
+
+    async def history(self, rtype: str | None, rid: str | None, params: list[tuple[str, str]],
+                      ctx: RequestContext) -> bytes:
+        if rtype is not None:
+            check_type(rtype)
+        values = dict(params)
+        unknown = set(values) - {"_since", "_count", "_cursor", "_format", "_pretty"}
+        if unknown and not ctx.lenient:
+            raise BadRequest(f"History takes _since and _count; unknown: {', '.join(sorted(unknown))}.")
+        since = None
+        if "_since" in values:
+            try:
+                since = date_range(values["_since"])[0]
+            except ValueError as exc:
+                raise BadRequest(f"_since: {exc}.") from None
+        count = min(_int(values.get("_count", str(self.parser.default_count)), "_count"), self.parser.max_count)
+        cursor = _int(values["_cursor"], "_cursor") if "_cursor" in values else None
+        if rid is not None and cursor is None and await self.store.read(rtype, rid) is None:
+            raise NotFound(f"{rtype}/{rid} is not known.")
+        versions, total = await self.store.history(HistoryQuery(rtype, rid, since, cursor, count))
+        path = "/".join(p for p in (ctx.base_url, rtype, rid, "_history") if p)
+        keep = {k: v for k, v in values.items() if k in ("_since", "_count")}
+        links = [("self", path + (f"?{urlencode({**keep, **({'_cursor': cursor} if cursor else {})})}"
+                                  if keep or cursor else ""))]
+        if len(versions) == count and versions:
+            links.append(("next", f"{path}?{urlencode({**keep, '_count': count, '_cursor': versions[-1].seq})}"))
+        return bundle("history", [history_entry(ctx.base_url, v) for v in versions], total=total, links=links)
+
+
+def _int(value: str, name: str) -> int:
+    if not value.isdigit():
+        raise BadRequest(f"{name} must be a non-negative integer, not '{value}'.")
+    return int(value)
+
+
+def _elements(body: bytes, elements: list[str] | None) -> bytes | None:
+    """``_elements``: keep the named top-level elements (plus mandatory ones), mark SUBSETTED."""
+    if not elements:
+        return None
+    resource = orjson.loads(body)
+    kept = {k: v for k, v in resource.items() if k in _MANDATORY or k in elements}
+    meta = dict(kept.get("meta", {}))
+    meta["tag"] = [*meta.get("tag", []), _SUBSETTED]
+    kept["meta"] = meta
+    return dumps(kept)

@@ -1,0 +1,36 @@
+"""One FHIR server object: the core interactions, search, bundles and capability, wired to a store.
+
+Everything that reaches FHIR data — HTTP routes, mapping modules, workflows — holds one of these.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from gateway.fhir.bundles import BundleProcessor
+from gateway.fhir.capability import capability_statement
+from gateway.fhir.interactions import FhirCore
+from gateway.fhir.searching import SearchService
+from gateway.fhir.types import SUPPORTED_TYPES
+from gateway.search.query import QueryParser
+from gateway.search.registry import SearchRegistry
+from gateway.settings import Settings
+from gateway.store import Store
+
+
+class FhirServer:
+    def __init__(self, settings: Settings, store: Store, registry: SearchRegistry | None = None):
+        self.settings = settings
+        self.store = store
+        self.registry = registry or SearchRegistry.load(settings.profiles_dir, SUPPORTED_TYPES)
+        parser = QueryParser(self.registry, settings.default_count, settings.max_count,
+                             settings.search_snapshot_limit)
+        self.core = FhirCore(store, self.registry, parser)
+        self.search = SearchService(store, self.registry, parser, settings.search_snapshot_ttl)
+        self.bundles = BundleProcessor(self.core, self.search)
+        self._published = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._capability: dict[str, bytes] = {}
+
+    def capability(self, base_url: str) -> bytes:
+        if base_url not in self._capability:  # built once per base URL, served as bytes
+            self._capability[base_url] = capability_statement(self.registry, base_url, self._published)
+        return self._capability[base_url]

@@ -1,0 +1,21 @@
+"""The resource types this gateway stores, and what a FHIR id looks like."""
+from __future__ import annotations
+
+import re
+
+# The resources that make up a shared care plan, its parties and its audit trail.
+SUPPORTED_TYPES: tuple[str, ...] = (
+    "Patient", "RelatedPerson", "Practitioner", "PractitionerRole", "Organization",
+    "Encounter", "CarePlan", "CareTeam", "Consent", "Task", "ServiceRequest", "Goal",
+    "Condition", "Observation", "Communication", "Provenance", "AuditEvent", "Subscription",
+    "PlanDefinition", "ActivityDefinition", "Questionnaire", "QuestionnaireResponse",
+    "Parameters", "Bundle",
+)
+SUPPORTED = frozenset(SUPPORTED_TYPES)
+
+ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+TYPE_RE = re.compile(r"^[A-Z][A-Za-z]+$")
+
+
+def is_valid_id(value: str) -> bool:
+    return bool(ID_RE.match(value))

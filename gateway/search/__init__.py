@@ -1,0 +1,1 @@
+"""Search: SearchParameter registry, index extraction (FHIRPath), query parsing."""

@@ -1,0 +1,134 @@
+"""SearchParameter registry: FHIR ``SearchParameter`` resources from ``profiles/`` → per-type index plans.
+
+Parameters are data, not code: the standard R4 ones (``profiles/search-parameters/r4-core.json``)
+and our own live as FHIR JSON; this module compiles their FHIRPath expressions once at start.
+``X.where(resolve() is T)`` cannot be evaluated without a resolver, so it is rewritten to
+``X`` plus a filter on the reference's type, which is what it means for literal references.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import fhirpathpy
+from fhirpathpy.models import models
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_PARAM_TYPES = frozenset({"token", "reference", "date", "string", "uri"})
+# Parameters whose values come from the store's own columns, not from FHIRPath extraction.
+SPECIAL = frozenset({"_id", "_lastUpdated"})
+_RESOLVE_IS = re.compile(r"\.where\(\s*resolve\(\)\s+is\s+([A-Za-z]+)\s*\)")
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    code: str
+    type: str
+    url: str
+    expression: str
+    targets: tuple[str, ...] = ()
+    description: str = ""
+
+
+@dataclass
+class Extractor:
+    """One compiled expression part of one parameter for one resource type."""
+
+    param: SearchParam
+    evaluate: Callable[[dict], list[Any]]
+    target_filter: str | None = None  # from `.where(resolve() is T)`
+
+
+@dataclass
+class TypeParams:
+    params: dict[str, SearchParam] = field(default_factory=dict)
+    extractors: list[Extractor] = field(default_factory=list)
+
+
+def split_union(expression: str) -> list[str]:
+    """Split on top-level ``|`` (not inside parentheses or quotes)."""
+    parts, depth, quote, start = [], 0, False, 0
+    for i, ch in enumerate(expression):
+        if ch == "'":
+            quote = not quote
+        elif quote:
+            continue
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            parts.append(expression[start:i].strip())
+            start = i + 1
+    parts.append(expression[start:].strip())
+    return [p for p in parts if p]
+
+
+def _applies_to(part: str, rtype: str) -> bool:
+    bare = part.lstrip("(").strip()
+    return bare.startswith(f"{rtype}.") or bare.startswith("Resource.") or bare == rtype
+
+
+class SearchRegistry:
+    def __init__(self, definitions: list[dict], resource_types: tuple[str, ...]):
+        self.definitions = definitions
+        self._types: dict[str, TypeParams] = {t: TypeParams() for t in resource_types}
+        model = models["r4"]
+        for d in definitions:
+            if d.get("type") not in SUPPORTED_PARAM_TYPES or not d.get("expression") and d.get("code") not in SPECIAL:
+                continue
+            bases = d.get("base", [])
+            for rtype in (resource_types if "Resource" in bases else [b for b in bases if b in self._types]):
+                self._add(rtype, d, model)
+
+    def _add(self, rtype: str, d: dict, model: Any) -> None:
+        param = SearchParam(d["code"], d["type"], d.get("url", ""), d.get("expression", ""),
+                            tuple(d.get("target", ())), d.get("description", ""))
+        entry = self._types[rtype]
+        if d["code"] in SPECIAL:
+            entry.params[param.code] = param
+            return
+        compiled = []
+        for part in split_union(param.expression):
+            if not _applies_to(part, rtype):
+                continue
+            target = None
+            match = _RESOLVE_IS.search(part)
+            if match:
+                target = match.group(1)
+                part = _RESOLVE_IS.sub("", part)
+            part = re.sub(r"(^|\()\s*Resource\.", lambda m: f"{m.group(1)}{rtype}.", part)
+            try:
+                compiled.append(Extractor(param, fhirpathpy.compile(part, model), target))
+            except Exception as exc:  # a definition our engine cannot run: leave the parameter out
+                log.warning("search parameter %s on %s not supported: %s", param.url, rtype, exc)
+                return
+        if compiled:
+            entry.params[param.code] = param
+            entry.extractors.extend(compiled)
+
+    @classmethod
+    def load(cls, profiles_dir: Path, resource_types: tuple[str, ...]) -> "SearchRegistry":
+        definitions: list[dict] = []
+        for path in sorted((profiles_dir / "search-parameters").glob("*.json")):
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("resourceType") == "Bundle":
+                definitions += [e["resource"] for e in data.get("entry", [])
+                                if e.get("resource", {}).get("resourceType") == "SearchParameter"]
+            elif data.get("resourceType") == "SearchParameter":
+                definitions.append(data)
+        return cls(definitions, resource_types)
+
+    def params(self, rtype: str) -> dict[str, SearchParam]:
+        return self._types[rtype].params
+
+    def get(self, rtype: str, code: str) -> SearchParam | None:
+        return self._types[rtype].params.get(code)
+
+    def extractors(self, rtype: str) -> list[Extractor]:
+        return self._types[rtype].extractors

@@ -1,0 +1,63 @@
+"""Settings, read once from ``GATEWAY_*`` environment variables (CLI flags override them).
+
+| variable | default | meaning |
+|---|---|---|
+| GATEWAY_DB | ./gateway.sqlite | SQLite file of the embedded store |
+| GATEWAY_HOST / GATEWAY_PORT | 127.0.0.1 / 8080 | where `gateway serve` listens |
+| GATEWAY_BASE_URL | (from the request) | public FHIR base used in Location, fullUrl and links |
+| GATEWAY_MAX_BODY_BYTES | 10485760 | larger request bodies are refused with 413 |
+| GATEWAY_DEFAULT_COUNT / GATEWAY_MAX_COUNT | 20 / 1000 | page size when `_count` is absent / its ceiling |
+| GATEWAY_SEARCH_SNAPSHOT_LIMIT | 10000 | matches remembered for paging one search |
+| GATEWAY_SEARCH_SNAPSHOT_TTL | 3600 | seconds a paged search stays readable |
+| GATEWAY_SQLITE_SYNCHRONOUS | FULL | SQLite `synchronous`; FULL: an acknowledged write survives power loss |
+| GATEWAY_PROFILES_DIR | <repo>/profiles | SearchParameters and profiles loaded at start |
+| GATEWAY_LOG_LEVEL | info | log level (logs never carry patient data) |
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+REPO_PROFILES = Path(__file__).resolve().parent.parent / "profiles"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"GATEWAY_{name}", default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_path: str = "./gateway.sqlite"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    base_url: str | None = None
+    max_body_bytes: int = 10 * 1024 * 1024
+    default_count: int = 20
+    max_count: int = 1000
+    search_snapshot_limit: int = 10_000
+    search_snapshot_ttl: int = 3600
+    sqlite_synchronous: str = "FULL"
+    profiles_dir: Path = field(default=REPO_PROFILES)
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        base = _env("BASE_URL", "")
+        return cls(
+            db_path=_env("DB", cls.db_path),
+            host=_env("HOST", cls.host),
+            port=int(_env("PORT", str(cls.port))),
+            base_url=base.rstrip("/") or None,
+            max_body_bytes=int(_env("MAX_BODY_BYTES", str(cls.max_body_bytes))),
+            default_count=int(_env("DEFAULT_COUNT", str(cls.default_count))),
+            max_count=int(_env("MAX_COUNT", str(cls.max_count))),
+            search_snapshot_limit=int(_env("SEARCH_SNAPSHOT_LIMIT", str(cls.search_snapshot_limit))),
+            search_snapshot_ttl=int(_env("SEARCH_SNAPSHOT_TTL", str(cls.search_snapshot_ttl))),
+            sqlite_synchronous=_env("SQLITE_SYNCHRONOUS", cls.sqlite_synchronous).upper(),
+            profiles_dir=Path(_env("PROFILES_DIR", str(REPO_PROFILES))),
+            log_level=_env("LOG_LEVEL", cls.log_level),
+        )
+
+    def with_overrides(self, **changes) -> "Settings":
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})

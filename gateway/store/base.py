@@ -1,0 +1,103 @@
+"""The storage interface the FHIR core talks to.
+
+Narrow on purpose: versions in, versions out, typed search plans, paging snapshots. FHIR
+semantics (ids, ETags, bundles, conditional logic) stay in ``gateway.fhir``; a PostgreSQL
+backend implements these methods and runs the same test suite.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+
+from gateway.store.plan import SearchMatches, SearchPlan
+from gateway.store.records import IndexRows, StoredResource
+
+
+class VersionConflict(Exception):
+    """Another writer created this version first (optimistic concurrency lost)."""
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    rtype: str | None = None  # None: whole system
+    rid: str | None = None  # with rtype: one instance
+    since_us: int | None = None  # only versions updated at or after this instant
+    before_seq: int | None = None  # keyset paging: versions older than this seq
+    limit: int = 20
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A remembered search result so that its pages stay stable while data changes."""
+
+    snapshot_id: str
+    rtype: str
+    query: str  # the normalised query string that produced it (for links and includes)
+    total: int
+    seqs: list[int]
+
+
+class Reader(ABC):
+    """Reads; on a Transaction they see its own uncommitted writes."""
+
+    @abstractmethod
+    async def read(self, rtype: str, rid: str) -> StoredResource | None:
+        """Current version (a deleted one has ``body`` None), or None if never created."""
+
+    @abstractmethod
+    async def search(self, plan: SearchPlan) -> SearchMatches: ...
+
+    @abstractmethod
+    async def read_seqs(self, seqs: list[int]) -> list[StoredResource]:
+        """The given versions, in the given order (search pages, conditional matches)."""
+
+
+class Transaction(Reader):
+    @abstractmethod
+    async def put(self, version: StoredResource, index: IndexRows | None) -> StoredResource:
+        """Write ``version`` (vid must be current vid + 1, or 1 for a new resource) and make it current.
+
+        ``body`` None records a deletion and drops the index rows. Raises VersionConflict.
+        """
+
+
+class Store(Reader):
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """All-or-nothing unit of writes; rolled back if the block raises."""
+
+    @abstractmethod
+    async def read_version(self, rtype: str, rid: str, vid: int) -> StoredResource | None: ...
+
+    @abstractmethod
+    async def read_many(self, keys: list[tuple[str, str]]) -> list[StoredResource]:
+        """Current, non-deleted versions of the given (type, id) pairs; missing ones left out."""
+
+    @abstractmethod
+    async def references_from(
+        self, rtype: str, rids: list[str], params: list[str] | None
+    ) -> list[tuple[str, str]]:
+        """(type, id) targets that the given resources reference through ``params`` (None: all)."""
+
+    @abstractmethod
+    async def referencing(
+        self, source_type: str, param: str | None, targets: list[tuple[str, str]]
+    ) -> list[int]:
+        """Seqs of current ``source_type`` resources that reference any target via ``param``."""
+
+    @abstractmethod
+    async def history(self, query: HistoryQuery) -> tuple[list[StoredResource], int]:
+        """Versions newest first, and the total count matching the query (ignoring paging)."""
+
+    @abstractmethod
+    async def save_snapshot(self, snapshot: Snapshot, ttl_seconds: int) -> None: ...
+
+    @abstractmethod
+    async def load_snapshot(self, snapshot_id: str) -> Snapshot | None: ...

@@ -1,0 +1,45 @@
+"""What the store keeps: resource versions as canonical bytes, and their search index rows."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResource:
+    """One version of a resource. ``body`` is the canonical JSON served as is; None if deleted."""
+
+    rtype: str
+    rid: str
+    vid: int
+    last_updated_us: int  # microseconds since the epoch, UTC
+    body: bytes | None
+    seq: int = 0  # store-wide, monotonically increasing version sequence
+
+    @property
+    def deleted(self) -> bool:
+        return self.body is None
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.vid}"'
+
+    @property
+    def last_updated(self) -> datetime:
+        return datetime.fromtimestamp(self.last_updated_us / 1e6, tz=timezone.utc)
+
+
+@dataclass(slots=True)
+class IndexRows:
+    """Search index values of one resource version, produced by the search layer."""
+
+    tokens: list[tuple[str, str | None, str]] = field(default_factory=list)  # (param, system, code)
+    references: list[tuple[str, str | None, str]] = field(default_factory=list)  # (param, type, id-or-url)
+    dates: list[tuple[str, int, int]] = field(default_factory=list)  # (param, low_us, high_us)
+    strings: list[tuple[str, str, str]] = field(default_factory=list)  # (param, normalised, raw)
+
+
+def format_instant(us: int) -> str:
+    """FHIR instant with millisecond precision, UTC."""
+    dt = datetime.fromtimestamp(us / 1e6, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"

@@ -1,0 +1,61 @@
+"""Base validation of a resource against the FHIR R4 structure (``fhir.resources.R4B``).
+
+Profile validation (Swedish profiles, FHIRPath invariants) will run after this, against the
+same parsed dict, so a resource is parsed once per write.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from gateway.errors import InvalidResource, Issue
+from gateway.fhir.canonical import check_json_shape
+
+
+@lru_cache(maxsize=None)
+def _model(rtype: str) -> Any:
+    return get_fhir_model_class(rtype)
+
+
+def _expression(root: str, loc: tuple) -> str:
+    path = root
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part and part != "__root__":
+            path += f".{part}"
+    return path
+
+
+def _messages(exc: ValidationError, root: str) -> list[Issue]:
+    issues = []
+    for err in exc.errors(include_url=False):
+        path = _expression(root, tuple(err.get("loc", ())))
+        kind = err.get("type", "")
+        msg = err.get("msg", "invalid value")
+        if kind == "extra_forbidden":
+            msg = "is not an element of this resource type; remove it or check its spelling"
+        code = "required" if "missing" in kind else "structure" if kind == "extra_forbidden" else "value"
+        issues.append(Issue(code, f"{path}: {msg}", expression=[path]))
+    return issues
+
+
+def validate_resource(resource: dict, rtype: str) -> None:
+    """Raise ``InvalidResource`` (422) naming every element path that is wrong."""
+    try:
+        issues = check_json_shape(resource, rtype)
+    except RecursionError:
+        raise InvalidResource("The resource is nested too deeply to be valid FHIR.") from None
+    try:
+        _model(rtype).model_validate(resource)
+    except ValidationError as exc:
+        issues.extend(_messages(exc, rtype))
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        # The model library raises plain errors on some malformed shapes; still the client's fault.
+        issues.append(Issue("structure", f"{rtype}: {exc}", expression=[rtype]))
+    if issues:
+        summary = f"{rtype} is not valid: " + "; ".join(i.diagnostics for i in issues[:5])
+        raise InvalidResource(summary, issues=issues)
