@@ -90,21 +90,15 @@ class BundleProcessor:
     # -- transaction ---------------------------------------------------------------
     async def _transaction(self, entries: list[Entry], ctx: RequestContext) -> list[Outcome]:
         results: dict[int, Outcome] = {}
-        seen_targets: set[str] = set()
-        for e in entries:
-            target = f"{e.method in ('PUT', 'PATCH', 'DELETE')}:{e.rtype}/{e.rid}?{e.query}"
-            if e.method != "GET" and e.method != "POST" and target in seen_targets:
-                raise BadRequest(f"Bundle.entry[{e.index}]: the transaction changes {e.rtype}/{e.rid or e.query} "
-                                 "more than once.")
-            seen_targets.add(target)
+        _reject_duplicates(entries)
         async with self.core.store.transaction() as tx:
             ids = await self._assign_ids(tx, entries)
             for e in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
                 if e.method in ("GET", "HEAD"):
                     continue
-                if isinstance(e.resource, dict):
-                    await self._resolve_references(tx, e, ids)
                 try:
+                    if isinstance(e.resource, dict):
+                        await self._resolve_references(tx, e, ids)
                     results[e.index] = await self._write(tx, e, ids.get(e.full_url or ""))
                 except FhirError as exc:
                     where = f"Bundle.entry[{e.index}] ({e.method} {e.request.get('url')})"
@@ -207,6 +201,21 @@ class BundleProcessor:
         if result.resource is None:
             return b'{"response":' + response + b"}"
         return b'{"resource":' + result.resource + b',"response":' + response + b"}"
+
+
+def _reject_duplicates(entries: list[Entry]) -> None:
+    """A transaction may touch each resource (or fullUrl) once; twice is ambiguous."""
+    seen: set[str] = set()
+    for e in entries:
+        keys = []
+        if e.full_url:
+            keys.append(f"fullUrl {e.full_url}")
+        if e.method in ("PUT", "PATCH", "DELETE"):
+            keys.append(f"{e.rtype}/{e.rid}" if e.rid else f"{e.rtype}?{e.query}")
+        for key in keys:
+            if key in seen:
+                raise BadRequest(f"Bundle.entry[{e.index}]: the transaction names {key} more than once.")
+            seen.add(key)
 
 
 def _write_outcome(result: WriteResult) -> Outcome:

@@ -30,10 +30,16 @@ def parse_json(body: bytes) -> Any:
         data = None  # may still be valid JSON orjson refuses (integers beyond 64 bits): retry
     if data is None or _has_float(data):
         try:
-            data = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
+            data = json.loads(body, parse_float=Decimal, parse_int=_parse_int, parse_constant=_reject_constant)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise MalformedBody(f"The request body is not valid JSON: {exc}") from None
     return data
+
+
+def _parse_int(text: str) -> int | Decimal:
+    # Beyond 64 bits orjson cannot write an int back; as a Decimal it round-trips exactly.
+    value = int(text)
+    return value if -(2**63) <= value < 2**63 else Decimal(text)
 
 
 def _has_float(value: Any) -> bool:

@@ -178,6 +178,10 @@ class FhirCore:
         actual = resource.get("resourceType")
         if actual != rtype:
             raise BadRequest(f"The body's resourceType is '{actual}', but this URL is for {rtype}.")
+        if "id" in resource and not isinstance(resource["id"], str):
+            raise BadRequest(f"{rtype}.id must be a string.")
+        if "meta" in resource and not isinstance(resource["meta"], dict):
+            raise BadRequest(f"{rtype}.meta must be an object.")
 
     @staticmethod
     def _check_if_match(current: StoredResource | None, if_match: str | None, label: str) -> None:
@@ -206,11 +210,11 @@ class FhirCore:
         return (await tx.read_seqs(matches.seqs[:1]))[0]
 
     async def _put(self, tx: Transaction, rtype: str, rid: str, resource: dict, vid: int) -> StoredResource:
-        validate_resource(resource, rtype)
         now = self._now()
         meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
         meta = {"versionId": str(vid), "lastUpdated": format_instant(now), **meta}
         canonical = canonical_resource(resource, rid, meta)
+        validate_resource(canonical, rtype)  # what we store is what we validate
         version = StoredResource(rtype, rid, vid, now, dumps(canonical))
         return await self._save(tx, version, index_resource(self.registry, rtype, canonical))
 

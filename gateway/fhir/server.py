@@ -31,6 +31,9 @@ class FhirServer:
         self._capability: dict[str, bytes] = {}
 
     def capability(self, base_url: str) -> bytes:
-        if base_url not in self._capability:  # built once per base URL, served as bytes
-            self._capability[base_url] = capability_statement(self.registry, base_url, self._published)
-        return self._capability[base_url]
+        cached = self._capability.get(base_url)
+        if cached is None:  # built once per base URL, served as bytes
+            cached = capability_statement(self.registry, base_url, self._published)
+            if len(self._capability) < 8:  # the Host header picks the base: bound the cache
+                self._capability[base_url] = cached
+        return cached
