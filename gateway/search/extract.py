@@ -71,6 +71,8 @@ def index_resource(registry: SearchRegistry, rtype: str, resource: dict) -> Inde
     rows = IndexRows()
     for ext in registry.extractors(rtype):
         param = ext.param
+        if not ext.may_apply(resource):
+            continue
         try:
             values = ext.evaluate(resource)
         except Exception:  # an expression that does not fit this instance indexes nothing
