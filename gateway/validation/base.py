@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from gateway.errors import InvalidResource, Issue
 from gateway.fhir.canonical import check_json_shape
+from gateway.validation.bindings import check_required_bindings
 
 
 @lru_cache(maxsize=None)
@@ -56,6 +57,7 @@ def validate_resource(resource: dict, rtype: str) -> None:
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         # The model library raises plain errors on some malformed shapes; still the client's fault.
         issues.append(Issue("structure", f"{rtype}: {exc}", expression=[rtype]))
+    issues.extend(check_required_bindings(resource, rtype))
     if issues:
         summary = f"{rtype} is not valid: " + "; ".join(i.diagnostics for i in issues[:5])
         raise InvalidResource(summary, issues=issues)
