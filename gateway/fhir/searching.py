@@ -45,7 +45,7 @@ class SearchService:
         if len(matches.seqs) > req.count:
             snapshot = Snapshot(str(uuid.uuid4()), rtype, req.query, matches.total, matches.seqs)
             await self.store.save_snapshot(snapshot, self.snapshot_ttl)
-            links.append(("next", self._page_link(ctx, snapshot.snapshot_id, req.count, req.count)))
+            links += self._paging_links(ctx, snapshot, 0, req.count)
         return await self._page_bundle(rtype, req, page, total, links, ctx)
 
     async def page(self, params: list[tuple[str, str]], ctx: RequestContext) -> bytes:
@@ -58,12 +58,19 @@ class SearchService:
         req = self.parser.parse(snapshot.rtype, parse_qsl(snapshot.query))
         count = min(_int(values.get("_count", str(req.count)), "_count"), self.parser.max_count) or req.count
         links = [("self", self._page_link(ctx, snapshot.snapshot_id, offset, count))]
-        if offset > 0:
-            links.append(("previous", self._page_link(ctx, snapshot.snapshot_id, max(0, offset - count), count)))
-        if offset + count < len(snapshot.seqs):
-            links.append(("next", self._page_link(ctx, snapshot.snapshot_id, offset + count, count)))
+        links += self._paging_links(ctx, snapshot, offset, count)
         total = snapshot.total if req.total != "none" else None
         return await self._page_bundle(snapshot.rtype, req, snapshot.seqs[offset: offset + count], total, links, ctx)
+
+    def _paging_links(self, ctx: RequestContext, snapshot: Snapshot, offset: int, count: int) -> list[tuple[str, str]]:
+        sid, size = snapshot.snapshot_id, len(snapshot.seqs)
+        links = [("first", self._page_link(ctx, sid, 0, count))]
+        if offset > 0:
+            links.append(("previous", self._page_link(ctx, sid, max(0, offset - count), count)))
+        if offset + count < size:
+            links.append(("next", self._page_link(ctx, sid, offset + count, count)))
+        links.append(("last", self._page_link(ctx, sid, max(0, (size - 1) // count * count), count)))
+        return links
 
     @staticmethod
     def _page_link(ctx: RequestContext, snapshot_id: str, offset: int, count: int) -> str:
