@@ -1,4 +1,4 @@
-"""create_app(settings): wiring only — store, FHIR server, routes, error handlers."""
+"""create_app(settings): wiring only — store, FHIR server, FHIR routes, error handlers."""
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
@@ -6,7 +6,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from gateway.api import errors
-from gateway.api.routes import build_router
+from gateway.api.router import FhirMount, FhirRouter
+from gateway.api.routes import FhirHandlers
 from gateway.fhir.server import FhirServer
 from gateway.settings import Settings
 from gateway.store.sqlite import SqliteStore
@@ -26,8 +27,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await store.close()
 
     app = FastAPI(title="Samverkan Gateway", version="0.1.0", lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
+                  docs_url=None, redoc_url=None, openapi_url=None)
     app.state.fhir = server
-    app.include_router(build_router(server))
+    # FHIR lives under /fhir with its own URL grammar; FastAPI routes (token endpoint,
+    # administration) join beside it with later issues.
+    app.add_middleware(FhirMount, router=FhirRouter(FhirHandlers(server)))
     errors.install(app)
     return app

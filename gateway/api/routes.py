@@ -1,19 +1,17 @@
-"""FHIR REST routes under ``/fhir``. Each handler: negotiate, call the FHIR server, shape the response.
+"""FHIR REST handlers: negotiate, call the FHIR server, shape the response.
 
-Handlers take the raw ``Request`` (no FastAPI parameter parsing on the hot path) and are
+Each handler takes the raw ``Request`` plus the path parts the router found, and is
 ``async``: reads are served from stored bytes on the event loop.
 """
 from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.api.http import (
-    FORM_TYPES, PATCH_TYPES, check_accept, context, fhir_response, read_body, read_json,
-    resource_headers,
+    FORM_TYPES, PATCH_TYPES, check_accept, context, fhir_response, read_body, read_json, resource_headers,
 )
 from gateway.errors import BadRequest, information_outcome
 from gateway.fhir.canonical import dumps, parse_json
@@ -21,14 +19,21 @@ from gateway.fhir.interactions import WriteResult, parse_etag
 from gateway.fhir.server import FhirServer
 
 
-def build_router(server: FhirServer) -> APIRouter:
-    router = APIRouter(prefix="/fhir")
-    core, search, settings = server.core, server.search, server.settings
-    limit = settings.max_body_bytes
+def _query(request: Request) -> list[tuple[str, str]]:
+    return parse_qsl(request.url.query, keep_blank_values=True)
 
-    def write_response(request: Request, result: WriteResult) -> Response:
+
+class FhirHandlers:
+    def __init__(self, server: FhirServer):
+        self.server = server
+        self.core = server.core
+        self.search = server.search
+        self.base_url = server.settings.base_url
+        self.limit = server.settings.max_body_bytes
+
+    def _write_response(self, request: Request, result: WriteResult) -> Response:
         stored = result.stored
-        ctx = context(request, settings.base_url)
+        ctx = context(request, self.base_url)
         headers = resource_headers(stored)
         status = 201 if result.created else 200
         if result.created:
@@ -40,124 +45,95 @@ def build_router(server: FhirServer) -> APIRouter:
             return fhir_response(dumps(information_outcome(f"{stored.rtype}/{stored.rid} {note}.")), status, headers)
         return fhir_response(stored.body, status, headers)
 
-    @router.get("/metadata")
-    async def metadata(request: Request) -> Response:
+    # -- system level ------------------------------------------------------------------
+    async def metadata(self, request: Request) -> Response:
         check_accept(request)
-        return fhir_response(server.capability(context(request, settings.base_url).base_url))
+        return fhir_response(self.server.capability(context(request, self.base_url).base_url))
 
-    @router.get("/")
-    @router.get("")
-    async def system_get(request: Request) -> Response:
+    async def system_get(self, request: Request) -> Response:
         check_accept(request)
-        params = parse_qsl(request.url.query, keep_blank_values=True)
+        params = _query(request)
         if not any(k == "_getpages" for k, _ in params):
             raise BadRequest("Search across all types is not supported; search a resource type, e.g. /fhir/Task.")
-        return fhir_response(await search.page(params, context(request, settings.base_url)))
+        return fhir_response(await self.search.page(params, context(request, self.base_url)))
 
-    @router.post("/")
-    @router.post("")
-    async def transaction_or_batch(request: Request) -> Response:
+    async def transaction_or_batch(self, request: Request) -> Response:
         check_accept(request)
-        data = await read_json(request, limit)
-        return fhir_response(await server.bundles.process(data, context(request, settings.base_url)))
+        data = await read_json(request, self.limit)
+        return fhir_response(await self.server.bundles.process(data, context(request, self.base_url)))
 
-    @router.get("/_history")
-    async def system_history(request: Request) -> Response:
+    async def system_history(self, request: Request) -> Response:
         check_accept(request)
-        params = parse_qsl(request.url.query, keep_blank_values=True)
-        return fhir_response(await search.history(None, None, params, context(request, settings.base_url)))
+        return fhir_response(await self.search.history(None, None, _query(request), context(request, self.base_url)))
 
-    @router.get("/{rtype}")
-    async def search_type(request: Request) -> Response:
+    # -- type level --------------------------------------------------------------------
+    async def search_type(self, request: Request, rtype: str) -> Response:
         check_accept(request)
-        params = parse_qsl(request.url.query, keep_blank_values=True)
-        ctx = context(request, settings.base_url)
-        return fhir_response(await search.search(request.path_params["rtype"], params, ctx))
+        return fhir_response(await self.search.search(rtype, _query(request), context(request, self.base_url)))
 
-    @router.post("/{rtype}/_search")
-    async def search_post(request: Request) -> Response:
+    async def search_post(self, request: Request, rtype: str) -> Response:
         check_accept(request)
-        body = await read_body(request, limit, FORM_TYPES)
+        body = await read_body(request, self.limit, FORM_TYPES)
         try:
             form = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
         except UnicodeDecodeError:
             raise BadRequest("The _search form body is not UTF-8.") from None
-        params = parse_qsl(request.url.query, keep_blank_values=True) + form
-        ctx = context(request, settings.base_url)
-        return fhir_response(await search.search(request.path_params["rtype"], params, ctx))
+        ctx = context(request, self.base_url)
+        return fhir_response(await self.search.search(rtype, _query(request) + form, ctx))
 
-    @router.post("/{rtype}")
-    async def create(request: Request) -> Response:
+    async def create(self, request: Request, rtype: str) -> Response:
         check_accept(request)
-        resource = await read_json(request, limit)
-        result = await core.create(request.path_params["rtype"], resource, request.headers.get("if-none-exist"))
-        return write_response(request, result)
+        resource = await read_json(request, self.limit)
+        result = await self.core.create(rtype, resource, request.headers.get("if-none-exist"))
+        return self._write_response(request, result)
 
-    @router.put("/{rtype}")
-    async def conditional_update(request: Request) -> Response:
+    async def conditional_update(self, request: Request, rtype: str) -> Response:
         check_accept(request)
         if not request.url.query:
             raise BadRequest("PUT to a type needs search criteria (conditional update) or an id in the URL.")
-        resource = await read_json(request, limit)
-        return write_response(request, await core.conditional_update(request.path_params["rtype"],
-                                                                     request.url.query, resource))
+        resource = await read_json(request, self.limit)
+        return self._write_response(request, await self.core.conditional_update(rtype, request.url.query, resource))
 
-    @router.get("/{rtype}/_history")
-    async def type_history(request: Request) -> Response:
+    async def type_history(self, request: Request, rtype: str) -> Response:
         check_accept(request)
-        params = parse_qsl(request.url.query, keep_blank_values=True)
-        ctx = context(request, settings.base_url)
-        return fhir_response(await search.history(request.path_params["rtype"], None, params, ctx))
+        return fhir_response(await self.search.history(rtype, None, _query(request), context(request, self.base_url)))
 
-    @router.get("/{rtype}/{rid}")
-    async def read(request: Request) -> Response:
+    # -- instance level ----------------------------------------------------------------
+    async def read(self, request: Request, rtype: str, rid: str) -> Response:
         check_accept(request)
-        stored = await core.read(request.path_params["rtype"], request.path_params["rid"])
+        stored = await self.core.read(rtype, rid)
         headers = resource_headers(stored)
         none_match = request.headers.get("if-none-match")
         if none_match and _etag_matches(none_match, stored.vid):
             return Response(status_code=304, headers=headers)
         return fhir_response(stored.body, 200, headers)
 
-    @router.put("/{rtype}/{rid}")
-    async def update(request: Request) -> Response:
+    async def update(self, request: Request, rtype: str, rid: str) -> Response:
         check_accept(request)
-        resource = await read_json(request, limit)
-        p = request.path_params
-        return write_response(request, await core.update(p["rtype"], p["rid"], resource,
-                                                         request.headers.get("if-match")))
+        resource = await read_json(request, self.limit)
+        result = await self.core.update(rtype, rid, resource, request.headers.get("if-match"))
+        return self._write_response(request, result)
 
-    @router.patch("/{rtype}/{rid}")
-    async def patch(request: Request) -> Response:
+    async def patch(self, request: Request, rtype: str, rid: str) -> Response:
         check_accept(request)
-        patch_doc = parse_json(await read_body(request, limit, PATCH_TYPES))
-        p = request.path_params
-        return write_response(request, await core.patch(p["rtype"], p["rid"], patch_doc,
-                                                        request.headers.get("if-match")))
+        patch_doc = parse_json(await read_body(request, self.limit, PATCH_TYPES))
+        result = await self.core.patch(rtype, rid, patch_doc, request.headers.get("if-match"))
+        return self._write_response(request, result)
 
-    @router.delete("/{rtype}/{rid}")
-    async def delete(request: Request) -> Response:
+    async def delete(self, request: Request, rtype: str, rid: str) -> Response:
         check_accept(request)
-        p = request.path_params
-        result = await core.delete(p["rtype"], p["rid"])
-        headers = resource_headers(result.stored) if result else {}
-        return Response(status_code=204, headers=headers)
+        result = await self.core.delete(rtype, rid)
+        return Response(status_code=204, headers=resource_headers(result.stored) if result else {})
 
-    @router.get("/{rtype}/{rid}/_history")
-    async def instance_history(request: Request) -> Response:
+    async def instance_history(self, request: Request, rtype: str, rid: str) -> Response:
         check_accept(request)
-        p = request.path_params
-        params = parse_qsl(request.url.query, keep_blank_values=True)
-        return fhir_response(await search.history(p["rtype"], p["rid"], params, context(request, settings.base_url)))
+        ctx = context(request, self.base_url)
+        return fhir_response(await self.search.history(rtype, rid, _query(request), ctx))
 
-    @router.get("/{rtype}/{rid}/_history/{vid}")
-    async def vread(request: Request) -> Response:
+    async def vread(self, request: Request, rtype: str, rid: str, vid: str) -> Response:
         check_accept(request)
-        p = request.path_params
-        stored = await core.vread(p["rtype"], p["rid"], p["vid"])
+        stored = await self.core.vread(rtype, rid, vid)
         return fhir_response(stored.body, 200, resource_headers(stored))
-
-    return router
 
 
 def _etag_matches(header: str, vid: int) -> bool:

@@ -1,0 +1,98 @@
+"""The FHIR URL grammar as a lookup, mounted at ``/fhir``.
+
+FHIR URLs have a handful of shapes (``[type]``, ``[type]/[id]``, ``[type]/[id]/_history/[vid]``
+…), so the route is found by splitting the path and one dict lookup on (shape, method) instead
+of trying a regex per route: FastAPI's per-route matching cost more than the read itself
+(see bench/README.md). Errors the handlers raise become OperationOutcomes here.
+"""
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+
+from gateway.api.http import error_response
+from gateway.api.routes import FhirHandlers
+from gateway.errors import FhirError, MethodNotAllowed, NotFound
+
+log = logging.getLogger("gateway.api")
+
+PREFIX = "/fhir"
+# Literal path segments; anything else in their place is a type, id or version.
+_LITERALS = frozenset({"metadata", "_history", "_search"})
+
+
+def _shape(segments: list[str]) -> tuple[str, list[str]]:
+    """('T/I/_history/V', [type, id, vid]) — the pattern of the path and its variable parts."""
+    pattern, args = [], []
+    for seg in segments:
+        if seg in _LITERALS:
+            pattern.append(seg)
+        else:
+            pattern.append("TIV"[len(args)] if len(args) < 3 else "?")
+            args.append(seg)
+    return "/".join(pattern), args
+
+
+def fhir_path(scope: Scope) -> str:
+    """The request path below any ``root_path`` the server runs under."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
+
+
+class FhirMount:
+    """ASGI middleware: ``/fhir…`` goes straight to the FHIR router, everything else to the app."""
+
+    def __init__(self, app, router: "FhirRouter"):
+        self.app = app
+        self.router = router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = fhir_path(scope)
+            if path == PREFIX or path.startswith(PREFIX + "/"):
+                await self.router(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class FhirRouter:
+    def __init__(self, handlers: FhirHandlers):
+        h = handlers
+        self.table = {
+            "": {"GET": h.system_get, "POST": h.transaction_or_batch},
+            "metadata": {"GET": h.metadata},
+            "_history": {"GET": h.system_history},
+            "T": {"GET": h.search_type, "POST": h.create, "PUT": h.conditional_update},
+            "T/_search": {"POST": h.search_post},
+            "T/_history": {"GET": h.type_history},
+            "T/I": {"GET": h.read, "PUT": h.update, "PATCH": h.patch, "DELETE": h.delete},
+            "T/I/_history": {"GET": h.instance_history},
+            "T/I/_history/V": {"GET": h.vread},
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            response = await self._dispatch(request, scope)
+        except FhirError as exc:
+            response = error_response(exc)
+        except Exception as exc:  # a bug: answer without detail, log without patient data
+            log.error("unhandled %s on %s %s", type(exc).__name__, scope["method"], scope["path"])
+            response = error_response(FhirError("The server failed to process the request; it has been logged.",
+                                                status=500))
+        await response(scope, receive, send)
+
+    async def _dispatch(self, request: Request, scope: Scope):
+        segments = [s for s in fhir_path(scope)[len(PREFIX):].split("/") if s]
+        pattern, args = _shape(segments)
+        methods = self.table.get(pattern)
+        if methods is None:
+            raise NotFound(f"No FHIR interaction at {scope['path']}; /fhir/metadata lists what this server does.")
+        method = scope["method"]
+        handler = methods.get("GET" if method == "HEAD" else method)
+        if handler is None:
+            allowed = ", ".join(sorted(methods))
+            raise MethodNotAllowed(f"{method} is not supported on this URL; use {allowed}.")
+        return await handler(request, *args)
