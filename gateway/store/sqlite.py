@@ -18,7 +18,7 @@ from typing import AsyncIterator
 from gateway.store.base import HistoryQuery, Snapshot, Store, Transaction, VersionConflict
 from gateway.store.plan import SearchMatches, SearchPlan
 from gateway.store.records import IndexRows, StoredResource
-from gateway.store.sqlsearch import order_by, where_clause
+from gateway.store.sqlsearch import from_where, order_by
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -69,16 +69,15 @@ def _read(conn: sqlite3.Connection, rtype: str, rid: str) -> StoredResource | No
 
 
 def _search(conn: sqlite3.Connection, plan: SearchPlan) -> SearchMatches:
-    where, args = where_clause(plan)
+    source, args = from_where(plan)
     order, order_args = order_by(plan.sort)
     rows = conn.execute(
-        f"SELECT c.seq FROM current c WHERE {where} ORDER BY {order} LIMIT ?",
-        [*args, *order_args, plan.limit + 1],
+        f"SELECT c.seq {source} ORDER BY {order} LIMIT ?", [*args, *order_args, plan.limit + 1]
     ).fetchall()
     seqs = [r[0] for r in rows[: plan.limit]]
     total = len(rows)
     if total > plan.limit:
-        total = conn.execute(f"SELECT COUNT(*) FROM current c WHERE {where}", args).fetchone()[0]
+        total = conn.execute(f"SELECT COUNT(*) {source}", args).fetchone()[0]
     return SearchMatches(seqs, total)
 
 
@@ -155,6 +154,9 @@ class SqliteStore(Store):
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
+        self._queued = 0  # writers waiting for the lock: the last one commits the batch
+        self._batch: asyncio.Future | None = None  # resolved when the open transaction commits
+        self._committing: asyncio.Future | None = None
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -178,15 +180,55 @@ class SqliteStore(Store):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
+        """Group commit: writers queued behind each other share one SQLite transaction.
+
+        Each writer's block runs inside its own SAVEPOINT (a failure undoes only that block);
+        the last writer in the queue commits for all of them, in a thread so the event loop
+        keeps parsing and validating the next requests during the fsync. Nobody returns
+        before the commit that holds their writes is durable.
+        """
+        self._queued += 1
         async with self._lock:
+            self._queued -= 1
+            if self._committing is not None:  # a cancelled committer left its commit running
+                await asyncio.shield(self._committing)
             conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
+            if self._batch is None:
+                conn.execute("BEGIN IMMEDIATE")
+                self._batch = asyncio.get_running_loop().create_future()
+            batch = self._batch
+            conn.execute("SAVEPOINT writer")
             try:
                 yield SqliteTransaction(conn)
             except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK TO writer")
+                conn.execute("RELEASE writer")
+                if self._queued == 0:
+                    await self._commit()
                 raise
-            conn.execute("COMMIT")
+            conn.execute("RELEASE writer")
+            if self._queued == 0:
+                await self._commit()
+        await batch  # raises if the commit holding our writes failed
+
+    async def _commit(self) -> None:
+        batch, self._batch = self._batch, None
+        task = asyncio.ensure_future(self._run_commit(batch))
+        self._committing = task
+        task.add_done_callback(lambda _: setattr(self, "_committing", None) if self._committing is task else None)
+        await asyncio.shield(task)  # a cancelled committer still lets the commit finish
+
+    async def _run_commit(self, batch: asyncio.Future) -> None:
+        try:
+            await asyncio.to_thread(self._writer.execute, "COMMIT")
+        except Exception as exc:
+            try:
+                self._writer.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            batch.set_exception(exc)
+        else:
+            batch.set_result(None)
 
     async def read(self, rtype: str, rid: str) -> StoredResource | None:
         return _read(self._reader, rtype, rid)
