@@ -62,7 +62,10 @@ class BundleProcessor:
         if btype not in ("transaction", "batch"):
             raise BadRequest(f"Bundle type '{btype}' cannot be processed; use transaction or batch "
                              "(to store a Bundle as a document, POST it to /Bundle).")
-        entries = [self._entry(i, e, ctx) for i, e in enumerate(data.get("entry") or [])]
+        raw_entries = data.get("entry") or []
+        if not isinstance(raw_entries, list):
+            raise BadRequest("Bundle.entry must be an array of entries.")
+        entries = [self._entry(i, e, ctx) for i, e in enumerate(raw_entries)]
         if btype == "transaction":
             results = await self._transaction(entries, ctx)
         else:
@@ -78,14 +81,19 @@ class BundleProcessor:
         method, url = request.get("method"), request.get("url")
         if method not in _ORDER or not isinstance(url, str) or not url:
             raise BadRequest(f"Bundle.entry[{i}].request needs method (GET, POST, PUT, PATCH, DELETE) and url.")
+        resource = raw.get("resource")
+        if resource is not None and not isinstance(resource, dict):
+            raise BadRequest(f"Bundle.entry[{i}].resource must be a resource (a JSON object).")
+        full_url = raw.get("fullUrl")
+        if full_url is not None and not isinstance(full_url, str):
+            raise BadRequest(f"Bundle.entry[{i}].fullUrl must be a string.")
         if url.startswith(ctx.base_url + "/"):
             url = url[len(ctx.base_url) + 1:]
         parts = urlsplit(url)
         segments = [s for s in parts.path.split("/") if s]
         rtype = segments[0] if segments else None
         rid = segments[1] if len(segments) > 1 else None
-        return Entry(i, method, rtype, rid, segments[2:], parts.query, raw.get("resource"), request,
-                     raw.get("fullUrl"))
+        return Entry(i, method, rtype, rid, segments[2:], parts.query, resource, request, full_url)
 
     # -- transaction ---------------------------------------------------------------
     async def _transaction(self, entries: list[Entry], ctx: RequestContext) -> list[Outcome]:
@@ -126,6 +134,8 @@ class BundleProcessor:
             elif e.method == "PUT" and e.rtype and e.query:
                 existing = await self.core.match_one(tx, e.rtype, e.query, "conditional update")
                 rid = existing.rid if existing else (e.resource or {}).get("id") or str(uuid.uuid4())
+                if not isinstance(rid, str):
+                    raise BadRequest(f"Bundle.entry[{e.index}].resource.id must be a string.")
                 ids[e.full_url] = f"{e.rtype}/{rid}"
         return ids
 
@@ -142,6 +152,8 @@ class BundleProcessor:
 
     async def _write(self, tx: Transaction, e: Entry, assigned: str | None) -> Outcome:
         core = self.core
+        if e.method in ("POST", "PUT"):
+            self._require(e, isinstance(e.resource, dict), f"A {e.method} entry needs a resource")
         if e.method == "POST":
             self._require(e, e.rtype and not e.rid, "POST url must be a resource type, e.g. 'Task'")
             rid = assigned.split("/", 1)[1] if assigned else None

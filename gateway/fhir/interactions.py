@@ -17,7 +17,7 @@ from gateway.errors import (
     BadRequest, Conflict, Gone, NotFound, PreconditionFailed, UnprocessablePatch,
 )
 from gateway.fhir.canonical import canonical_resource, dumps, parse_json
-from gateway.fhir.types import SUPPORTED, is_valid_id
+from gateway.fhir.types import SUPPORTED, is_valid_id, parse_uint
 from gateway.search.dates import now_us
 from gateway.search.extract import index_resource
 from gateway.search.query import QueryParser
@@ -45,10 +45,10 @@ def parse_etag(value: str) -> int:
     text = value.strip()
     if text.startswith("W/"):
         text = text[2:]
-    text = text.strip('"')
-    if not text.isdigit():
+    version = parse_uint(text.strip('"'))
+    if version is None:
         raise BadRequest(f"If-Match must be a version ETag such as W/\"3\", not '{value}'.")
-    return int(text)
+    return version
 
 
 class FhirCore:
@@ -69,9 +69,10 @@ class FhirCore:
 
     async def vread(self, rtype: str, rid: str, vid: str) -> StoredResource:
         check_type(rtype)
-        if not vid.isdigit():
+        version = parse_uint(vid)
+        if version is None:
             raise NotFound(f"{rtype}/{rid} has no version '{vid}'; versions are numbers.")
-        found = await self.store.read_version(rtype, rid, int(vid))
+        found = await self.store.read_version(rtype, rid, version)
         if found is None:
             raise NotFound(f"{rtype}/{rid} has no version {vid}.")
         if found.deleted:
@@ -127,6 +128,7 @@ class FhirCore:
 
     async def conditional_update_in(self, tx: Transaction, rtype: str, query: str, resource: dict) -> WriteResult:
         check_type(rtype)
+        self._check_body(rtype, resource)
         existing = await self.match_one(tx, rtype, query, "conditional update")
         if existing is None:
             rid = resource.get("id")
@@ -158,6 +160,7 @@ class FhirCore:
             raise UnprocessablePatch(f"The JSON Patch cannot be applied to {rtype}/{rid}: {exc}") from None
         if not isinstance(patched, dict) or patched.get("resourceType") != rtype or patched.get("id") != rid:
             raise UnprocessablePatch("A patch may not change resourceType or id.")
+        self._check_body(rtype, patched)
         stored = await self._put(tx, rtype, rid, patched, current.vid + 1)
         return WriteResult(stored, created=False)
 
@@ -184,9 +187,11 @@ class FhirCore:
             raise BadRequest(f"{rtype}.meta must be an object.")
 
     @staticmethod
-    def _check_if_match(current: StoredResource | None, if_match: str | None, label: str) -> None:
+    def _check_if_match(current: StoredResource | None, if_match: object, label: str) -> None:
         if if_match is None:
             return
+        if not isinstance(if_match, str):
+            raise BadRequest(f"ifMatch for {label} must be a string such as W/\"3\".")
         expected = parse_etag(if_match)
         if current is None or current.deleted:
             raise PreconditionFailed(f"If-Match {if_match}: {label} has no current version; read it first.")
@@ -195,8 +200,10 @@ class FhirCore:
                 f"If-Match {if_match} is stale: {label} is at version {current.vid}. "
                 "Read the current version, re-apply your change and retry.")
 
-    async def match_one(self, tx: Transaction, rtype: str, query: str, what: str) -> StoredResource | None:
+    async def match_one(self, tx: Transaction, rtype: str, query: object, what: str) -> StoredResource | None:
         """The one resource matching conditional criteria, None if none; 412 if several."""
+        if not isinstance(query, str):
+            raise BadRequest(f"The {what} criteria must be a query string such as identifier=system|value.")
         params = parse_qsl(query.lstrip("?"), keep_blank_values=True)
         if not params:
             raise BadRequest(f"The {what} criteria are empty; give search parameters such as identifier=system|value.")

@@ -15,6 +15,7 @@ from gateway.fhir.bundle_bytes import bundle, history_entry, search_entry
 from gateway.fhir.canonical import dumps, parse_json
 from gateway.fhir.context import RequestContext
 from gateway.fhir.interactions import check_type
+from gateway.fhir.types import parse_uint
 from gateway.search.dates import date_range
 from gateway.search.query import Include, QueryParser, SearchRequest
 from gateway.search.registry import SearchRegistry
@@ -149,16 +150,17 @@ class SearchService:
 
 
 def _int(value: str, name: str) -> int:
-    if not value.isdigit():
+    number = parse_uint(value)
+    if number is None:
         raise BadRequest(f"{name} must be a non-negative integer, not '{value}'.")
-    return int(value)
+    return number
 
 
 def _elements(body: bytes, elements: list[str] | None) -> bytes | None:
     """``_elements``: keep the named top-level elements (plus mandatory ones), mark SUBSETTED."""
     if not elements:
         return None
-    resource = orjson.loads(body)
+    resource = parse_json(body)
     kept = {k: v for k, v in resource.items() if k in _MANDATORY or k in elements}
     meta = dict(kept.get("meta", {}))
     meta["tag"] = [*meta.get("tag", []), _SUBSETTED]

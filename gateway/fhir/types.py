@@ -17,5 +17,13 @@ ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 TYPE_RE = re.compile(r"^[A-Z][A-Za-z]+$")
 
 
+_UINT_RE = re.compile(r"^[0-9]{1,15}$")  # ASCII digits only; str.isdigit() accepts '²'
+
+
 def is_valid_id(value: str) -> bool:
     return bool(ID_RE.match(value))
+
+
+def parse_uint(value: str) -> int | None:
+    """A non-negative integer small enough for any store column, else None."""
+    return int(value) if isinstance(value, str) and _UINT_RE.match(value) else None

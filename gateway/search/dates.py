@@ -29,34 +29,43 @@ def date_range(text: str) -> tuple[int, int]:
     m = _DATE_RE.match(text.strip())
     if not m:
         raise ValueError(f"'{text}' is not a FHIR date (YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm[:ss][Z|+hh:mm])")
-    g = m.groupdict()
+    try:
+        return _range(m.groupdict())
+    except (OverflowError, ValueError) as exc:  # month 13, 30 February, hour 25 …
+        raise ValueError(f"'{text}' is not a valid date: {exc}") from None
+
+
+_DAY_US = 86_400_000_000
+
+
+def _range(g: dict) -> tuple[int, int]:
+    """Start of the value, plus the length of its precision, in integers (no datetime overflow
+    at 9999-12-31: the end of the range is never built as a datetime)."""
     tz = timezone.utc
     if g["tz"] and g["tz"] != "Z":
         sign = 1 if g["tz"][0] == "+" else -1
         tz = timezone(sign * timedelta(hours=int(g["tz"][1:3]), minutes=int(g["tz"][4:6])))
     year = int(g["y"])
     if g["m"] is None:
-        start = datetime(year, 1, 1, tzinfo=tz)
-        end = datetime(year + 1, 1, 1, tzinfo=tz)
+        start, length = datetime(year, 1, 1, tzinfo=tz), (366 if calendar.isleap(year) else 365) * _DAY_US
     elif g["d"] is None:
         month = int(g["m"])
-        start = datetime(year, month, 1, tzinfo=tz)
-        end = start + timedelta(days=calendar.monthrange(year, month)[1])
+        start, length = datetime(year, month, 1, tzinfo=tz), calendar.monthrange(year, month)[1] * _DAY_US
     elif g["H"] is None:
-        start = datetime(year, int(g["m"]), int(g["d"]), tzinfo=tz)
-        end = start + timedelta(days=1)
+        start, length = datetime(year, int(g["m"]), int(g["d"]), tzinfo=tz), _DAY_US
     else:
-        second = int(g["S"]) if g["S"] is not None else 0
         frac = g["f"] or ""
         micro = int((frac + "000000")[:6]) if frac else 0
+        second = int(g["S"]) if g["S"] is not None else 0
         start = datetime(year, int(g["m"]), int(g["d"]), int(g["H"]), int(g["M"]), second, micro, tzinfo=tz)
         if g["S"] is None:
-            end = start + timedelta(minutes=1)
+            length = 60_000_000
         elif not frac:
-            end = start + timedelta(seconds=1)
+            length = 1_000_000
         else:
-            end = start + timedelta(microseconds=10 ** (6 - min(len(frac), 6)))
-    return _us(start), _us(end) - 1
+            length = 10 ** (6 - min(len(frac), 6))
+    low = _us(start)
+    return low, low + length - 1
 
 
 def now_us() -> int:

@@ -44,16 +44,39 @@ def _messages(exc: ValidationError, root: str) -> list[Issue]:
     return issues
 
 
+def _missing_required(model: Any, resource: dict, rtype: str) -> list[Issue]:
+    """Required primitive elements that are absent.
+
+    The models check these only after every field validated, so a resource with another error
+    would not hear about them; a client should learn every problem from one answer.
+    """
+    try:
+        required = model.get_required_fields(None)  # generated per class; does not use self
+    except Exception:
+        return []
+    issues = []
+    for name, _ in required:
+        field = model.model_fields.get(name)
+        key = field.alias if field is not None and field.alias else name
+        if key not in resource and f"_{key}" not in resource:
+            path = f"{rtype}.{key}"
+            issues.append(Issue("required", f"{path}: is required (minimum cardinality 1)", expression=[path]))
+    return issues
+
+
 def validate_resource(resource: dict, rtype: str) -> None:
     """Raise ``InvalidResource`` (422) naming every element path that is wrong."""
     try:
         issues = check_json_shape(resource, rtype)
     except RecursionError:
         raise InvalidResource("The resource is nested too deeply to be valid FHIR.") from None
+    model = _model(rtype)
     try:
-        _model(rtype).model_validate(resource)
+        model.model_validate(resource)
     except ValidationError as exc:
         issues.extend(_messages(exc, rtype))
+        issues.extend(i for i in _missing_required(model, resource, rtype)
+                      if i.expression not in [j.expression for j in issues])
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         # The model library raises plain errors on some malformed shapes; still the client's fault.
         issues.append(Issue("structure", f"{rtype}: {exc}", expression=[rtype]))
