@@ -223,7 +223,7 @@ class FhirCore:
         canonical = canonical_resource(resource, rid, meta)
         validate_resource(canonical, rtype)  # what we store is what we validate
         version = StoredResource(rtype, rid, vid, now, dumps(canonical))
-        return await self._save(tx, version, index_resource(self.registry, rtype, canonical))
+        return await self._save(tx, version, index_resource(self.registry, rtype, canonical, self.parser.local_base))
 
     @staticmethod
     async def _save(tx: Transaction, version: StoredResource, index) -> StoredResource:

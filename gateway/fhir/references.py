@@ -2,29 +2,27 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
-from gateway.fhir.types import SUPPORTED
 
 # Type/id, optionally /_history/vid, optionally behind an absolute base URL.
 _RELATIVE = re.compile(r"^(?:(?P<base>https?://.+)/)?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})"
                        r"(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
 
 
-def parse_reference(value: Any) -> tuple[str | None, str] | None:
+def parse_reference(value: Any, local_bases: Collection[str | None] = ()) -> tuple[str | None, str] | None:
     """A Reference (dict), canonical or uri (str) → (type, id) for local ones, (None, url) otherwise.
 
-    References to another server's absolute URL keep the URL; contained (``#x``) and
-    identifier-only references have no target to index.
+    An absolute URL is local only under this server's configured base (``GATEWAY_BASE_URL``):
+    ``http://other.example/fhir/Patient/1`` is another server's patient, not our Patient/1.
+    Contained (``#x``) and identifier-only references have no target to index.
     """
     text = value.get("reference") if isinstance(value, dict) else value if isinstance(value, str) else None
     if not text or text.startswith("#"):
         return None
     m = _RELATIVE.match(text)
-    if m and m.group("base") is None:
+    if m and (m.group("base") is None or m.group("base") in local_bases):
         return m.group("type"), m.group("id")
-    if m and m.group("type") in SUPPORTED:
-        return m.group("type"), m.group("id")  # absolute URL to a FHIR server: match by type/id
     return None, text.split("|")[0]
 
 

@@ -35,7 +35,7 @@ class SearchService:
 
     async def search(self, rtype: str, params: list[tuple[str, str]], ctx: RequestContext) -> bytes:
         check_type(rtype)
-        req = self.parser.parse(rtype, params, lenient=ctx.lenient)
+        req = self.parser.parse(rtype, params, lenient=ctx.lenient, base_url=ctx.base_url)
         matches = await self.store.search(req.plan)
         total = matches.total if req.total != "none" else None
         self_link = f"{ctx.base_url}/{rtype}" + (f"?{req.query}" if req.query else "")

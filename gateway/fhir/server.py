@@ -23,7 +23,7 @@ class FhirServer:
         self.store = store
         self.registry = registry or SearchRegistry.load(settings.profiles_dir, SUPPORTED_TYPES)
         parser = QueryParser(self.registry, settings.default_count, settings.max_count,
-                             settings.search_snapshot_limit)
+                             settings.search_snapshot_limit, settings.base_url)
         self.core = FhirCore(store, self.registry, parser)
         self.search = SearchService(store, self.registry, parser, settings.search_snapshot_ttl)
         self.bundles = BundleProcessor(self.core, self.search)

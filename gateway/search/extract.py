@@ -67,7 +67,7 @@ def _strings(value: Any) -> Iterator[str]:
                 yield part
 
 
-def index_resource(registry: SearchRegistry, rtype: str, resource: dict) -> IndexRows:
+def index_resource(registry: SearchRegistry, rtype: str, resource: dict, local_base: str | None = None) -> IndexRows:
     rows = IndexRows()
     for ext in registry.extractors(rtype):
         param = ext.param
@@ -81,7 +81,7 @@ def index_resource(registry: SearchRegistry, rtype: str, resource: dict) -> Inde
             if param.type in ("token", "uri"):
                 rows.tokens.extend((param.code, s, c) for s, c in _tokens(value))
             elif param.type == "reference":
-                ref = parse_reference(value)
+                ref = parse_reference(value, (local_base,))
                 if ref is None or (ext.target_filter and ref[0] != ext.target_filter):
                     continue
                 rows.references.append((param.code, ref[0], ref[1]))

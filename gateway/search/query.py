@@ -15,7 +15,7 @@ from gateway.fhir.references import parse_reference
 from gateway.fhir.types import SUPPORTED, parse_uint
 from gateway.search.dates import date_range
 from gateway.search.extract import normalise
-from gateway.search.registry import SearchRegistry
+from gateway.search.registry import SPECIAL, SearchRegistry
 from gateway.store.plan import (
     Clause, DateClause, IdClause, MissingClause, ReferenceClause, SearchPlan, SortKey,
     StringClause, TokenClause,
@@ -80,13 +80,18 @@ def _split_token(value: str) -> tuple[str | None, str | None]:
 
 
 class QueryParser:
-    def __init__(self, registry: SearchRegistry, default_count: int, max_count: int, snapshot_limit: int):
+    def __init__(self, registry: SearchRegistry, default_count: int, max_count: int, snapshot_limit: int,
+                 local_base: str | None = None):
         self.registry = registry
+        self.local_base = local_base
         self.default_count = default_count
         self.max_count = max_count
         self.snapshot_limit = snapshot_limit
 
-    def parse(self, rtype: str, params: list[tuple[str, str]], lenient: bool = False) -> SearchRequest:
+    def parse(self, rtype: str, params: list[tuple[str, str]], lenient: bool = False,
+              base_url: str | None = None) -> SearchRequest:
+        """``base_url``: the base the client used; absolute references under it are local."""
+        bases = (self.local_base, base_url)
         clauses: list[Clause] = []
         applied: list[tuple[str, str]] = []
         req = SearchRequest(SearchPlan(rtype), self.default_count)
@@ -103,7 +108,7 @@ class QueryParser:
                 applied.append((name, value))
                 continue
             try:
-                clauses.append(self._clause(rtype, base, modifier, value))
+                clauses.append(self._clause(rtype, base, modifier, value, bases))
             except _Unknown as exc:
                 if lenient:
                     continue
@@ -179,7 +184,7 @@ class QueryParser:
         return tuple(keys)
 
     # -- search parameters -------------------------------------------------------------
-    def _clause(self, rtype: str, code: str, modifier: str, value: str) -> Clause:
+    def _clause(self, rtype: str, code: str, modifier: str, value: str, bases: tuple) -> Clause:
         if "." in code:
             raise _Unknown(f"Chained search ('{code}') is not supported; search the referenced type first.")
         if code.startswith("_has"):
@@ -191,8 +196,8 @@ class QueryParser:
         if modifier == "missing":
             if value not in ("true", "false"):
                 raise BadRequest(f"{code}:missing takes true or false, not '{value}'.")
-            if code == "_id":
-                raise BadRequest("_id:missing is not meaningful: every resource has an id.")
+            if code in SPECIAL:  # every resource has an id and a lastUpdated: none / all match
+                return IdClause((), negate=value == "false")
             return MissingClause(code, _TABLE_OF[param.type], value == "true")
         values = split_values(value)
         if any(v == "" for v in values):
@@ -208,7 +213,7 @@ class QueryParser:
             pairs = tuple(_split_token(v) if kind == "token" else (None, _unescape(v)) for v in values)
             return TokenClause(code, pairs, negate=modifier == "not")
         if kind == "reference":
-            return ReferenceClause(code, tuple(self._reference(param, code, modifier, v) for v in values))
+            return ReferenceClause(code, tuple(self._reference(param, code, modifier, v, bases) for v in values))
         if kind == "date":
             if modifier:
                 raise BadRequest(f"Modifier ':{modifier}' is not supported on date parameter '{code}'.")
@@ -222,16 +227,16 @@ class QueryParser:
         raise _Unknown(f"Search parameter '{code}' has type {kind}, which this server does not search.")
 
     @staticmethod
-    def _reference(param, code: str, modifier: str, value: str) -> tuple[str | None, str]:
+    def _reference(param, code: str, modifier: str, value: str, bases: tuple) -> tuple[str | None, str]:
         value = _unescape(value)
-        if modifier and modifier not in SUPPORTED:
+        if modifier and modifier not in (param.targets or SUPPORTED):
             raise BadRequest(f"Modifier ':{modifier}' is not supported on reference parameter '{code}'; "
-                             "use :missing or :[ResourceType].")
+                             "use :missing or :[ResourceType] with a type it can point to.")
         if "/" not in value:  # a bare id: typed by the modifier, or by the only possible target
             if modifier:
                 return modifier, value
             return (param.targets[0] if len(param.targets) == 1 else None), value
-        ref = parse_reference(value)
+        ref = parse_reference(value, bases)
         if ref is None:
             raise BadRequest(f"'{value}' is not a reference; write Type/id, an id, or an absolute URL.")
         if modifier and ref[0] not in (None, modifier):

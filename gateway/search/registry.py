@@ -117,6 +117,19 @@ def member_path(part: str, rtype: str, model: dict) -> Callable[[dict], list[Any
     return evaluate
 
 
+def _probe(evaluate: Callable[[dict], list[Any]], rtype: str, first: str | None) -> None:
+    """Run a freshly compiled expression once on small probe resources.
+
+    fhirpathpy compiles leniently: an unknown function or a wrong arity only fails when the
+    expression is evaluated. Failing here keeps such a parameter out of the registry (and out
+    of /metadata) instead of letting it match nothing at search time.
+    """
+    evaluate({"resourceType": rtype})
+    if first:
+        evaluate({"resourceType": rtype, first: "x"})
+        evaluate({"resourceType": rtype, first: {"id": "x"}})
+
+
 def _applies_to(part: str, rtype: str) -> bool:
     bare = part.lstrip("(").strip()
     return bare.startswith(f"{rtype}.") or bare.startswith("Resource.") or bare == rtype
@@ -154,6 +167,7 @@ class SearchRegistry:
             first = re.match(rf"^\(*\s*{rtype}\.([A-Za-z]+)", part)
             try:
                 evaluate = member_path(part, rtype, model) or fhirpathpy.compile(part, model)
+                _probe(evaluate, rtype, first.group(1) if first else None)
                 compiled.append(Extractor(param, evaluate, target, first.group(1) if first else None))
             except Exception as exc:  # a definition our engine cannot run: leave the parameter out
                 log.warning("search parameter %s on %s not supported: %s", param.url, rtype, exc)
