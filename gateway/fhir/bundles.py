@@ -79,7 +79,7 @@ class BundleProcessor:
             raise BadRequest(f"Bundle.entry[{i}] needs a request with method and url.")
         request = raw["request"]
         method, url = request.get("method"), request.get("url")
-        if method not in _ORDER or not isinstance(url, str) or not url:
+        if not isinstance(method, str) or method not in _ORDER or not isinstance(url, str) or not url:
             raise BadRequest(f"Bundle.entry[{i}].request needs method (GET, POST, PUT, PATCH, DELETE) and url.")
         resource = raw.get("resource")
         if resource is not None and not isinstance(resource, dict):

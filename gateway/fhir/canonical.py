@@ -26,13 +26,19 @@ def parse_json(body: bytes) -> Any:
         raise MalformedBody("The request body is empty; send a FHIR JSON resource.")
     try:
         data = orjson.loads(body)
+        strict = True
     except orjson.JSONDecodeError:
-        data = None  # may still be valid JSON orjson refuses (integers beyond 64 bits): retry
+        data, strict = None, False  # may still be JSON orjson refuses (integers beyond 64 bits): retry
     if data is None or _has_float(data):
         try:
             data = json.loads(body, parse_float=Decimal, parse_int=_parse_int, parse_constant=_reject_constant)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise MalformedBody(f"The request body is not valid JSON: {exc}") from None
+        if not strict:  # the lenient parser lets lone surrogates (\ud800) through; FHIR text is Unicode
+            try:
+                dumps(data)
+            except (TypeError, orjson.JSONEncodeError) as exc:
+                raise MalformedBody(f"The request body is not valid FHIR JSON: {exc}") from None
     return data
 
 

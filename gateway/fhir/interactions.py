@@ -22,10 +22,18 @@ from gateway.search.dates import now_us
 from gateway.search.extract import index_resource
 from gateway.search.query import QueryParser
 from gateway.search.registry import SearchRegistry
-from gateway.store import Store, StoredResource, Transaction, VersionConflict
+from gateway.store import IndexRows, Store, StoredResource, Transaction, VersionConflict
 from gateway.store.plan import SearchPlan
 from gateway.store.records import format_instant
 from gateway.validation import validate_resource
+
+
+@dataclass
+class Prepared:
+    """A validated, indexed resource waiting for its id and version (see ``FhirCore.prepare``)."""
+
+    canonical: dict
+    index: IndexRows
 
 
 @dataclass(frozen=True)
@@ -81,52 +89,58 @@ class FhirCore:
 
     # -- writes --------------------------------------------------------------------
     async def create(self, rtype: str, resource: dict, if_none_exist: str | None = None) -> WriteResult:
+        check_type(rtype)
+        self._check_body(rtype, resource)
+        prepared = self.prepare(rtype, resource)
         async with self.store.transaction() as tx:
-            return await self.create_in(tx, rtype, resource, if_none_exist)
+            return await self.create_in(tx, rtype, resource, if_none_exist, prepared=prepared)
 
     async def update(self, rtype: str, rid: str, resource: dict, if_match: str | None = None) -> WriteResult:
+        self._check_update(rtype, rid, resource)
+        prepared = self.prepare(rtype, resource)
         async with self.store.transaction() as tx:
-            return await self.update_in(tx, rtype, rid, resource, if_match)
+            return await self.update_in(tx, rtype, rid, resource, if_match, prepared=prepared)
 
     async def conditional_update(self, rtype: str, query: str, resource: dict) -> WriteResult:
+        check_type(rtype)
+        self._check_body(rtype, resource)
+        prepared = self.prepare(rtype, resource)
         async with self.store.transaction() as tx:
-            return await self.conditional_update_in(tx, rtype, query, resource)
+            return await self.conditional_update_in(tx, rtype, query, resource, prepared=prepared)
 
     async def patch(self, rtype: str, rid: str, patch: object, if_match: str | None = None) -> WriteResult:
+        check_type(rtype)
+        base = await self.store.read(rtype, rid)  # apply and validate before taking the write lock
+        ahead = self._apply_patch(rtype, rid, base, patch) if base is not None and not base.deleted else None
         async with self.store.transaction() as tx:
-            return await self.patch_in(tx, rtype, rid, patch, if_match)
+            return await self.patch_in(tx, rtype, rid, patch, if_match, ahead=ahead)
 
     async def delete(self, rtype: str, rid: str) -> WriteResult | None:
         async with self.store.transaction() as tx:
             return await self.delete_in(tx, rtype, rid)
 
     async def create_in(self, tx: Transaction, rtype: str, resource: dict, if_none_exist: str | None = None,
-                        rid: str | None = None) -> WriteResult:
+                        rid: str | None = None, prepared: Prepared | None = None) -> WriteResult:
         check_type(rtype)
         self._check_body(rtype, resource)
         if if_none_exist:
             existing = await self.match_one(tx, rtype, if_none_exist, "If-None-Exist")
             if existing is not None:
                 return WriteResult(existing, created=False, changed=False)
-        return WriteResult(await self._put(tx, rtype, rid or str(uuid.uuid4()), resource, 1), created=True)
+        stored = await self._put(tx, rtype, rid or str(uuid.uuid4()), resource, 1, prepared)
+        return WriteResult(stored, created=True)
 
     async def update_in(self, tx: Transaction, rtype: str, rid: str, resource: dict,
-                        if_match: str | None = None) -> WriteResult:
-        check_type(rtype)
-        self._check_body(rtype, resource)
-        if not is_valid_id(rid):
-            raise BadRequest(f"'{rid}' is not a valid FHIR id (1-64 of A-Z a-z 0-9 - .).")
-        if resource.get("id") is None:
-            raise BadRequest(f"The {rtype} in the body has no id; an update must carry id '{rid}'.")
-        if resource.get("id") != rid:
-            raise BadRequest(f"The body's id '{resource.get('id')}' does not match the URL's id '{rid}'.")
+                        if_match: str | None = None, prepared: Prepared | None = None) -> WriteResult:
+        self._check_update(rtype, rid, resource)
         current = await tx.read(rtype, rid)
         self._check_if_match(current, if_match, f"{rtype}/{rid}")
         vid = current.vid + 1 if current else 1
-        stored = await self._put(tx, rtype, rid, resource, vid)
+        stored = await self._put(tx, rtype, rid, resource, vid, prepared)
         return WriteResult(stored, created=current is None or current.deleted)
 
-    async def conditional_update_in(self, tx: Transaction, rtype: str, query: str, resource: dict) -> WriteResult:
+    async def conditional_update_in(self, tx: Transaction, rtype: str, query: str, resource: dict,
+                                    prepared: Prepared | None = None) -> WriteResult:
         check_type(rtype)
         self._check_body(rtype, resource)
         existing = await self.match_one(tx, rtype, query, "conditional update")
@@ -135,23 +149,32 @@ class FhirCore:
             if rid is not None and (await tx.read(rtype, rid)) is not None:
                 raise Conflict(f"{rtype}/{rid} exists but does not match '{query}'; fix the id or the criteria.")
             if rid is not None:
-                return await self.update_in(tx, rtype, rid, resource)
-            return await self.create_in(tx, rtype, resource)
+                return await self.update_in(tx, rtype, rid, resource, prepared=prepared)
+            return await self.create_in(tx, rtype, resource, prepared=prepared)
         if resource.get("id") not in (None, existing.rid):
             raise BadRequest(f"The body's id '{resource['id']}' differs from the matching {rtype}/{existing.rid}.")
-        return await self.update_in(tx, rtype, existing.rid, {**resource, "id": existing.rid})
+        return await self.update_in(tx, rtype, existing.rid, {**resource, "id": existing.rid}, prepared=prepared)
 
     async def patch_in(self, tx: Transaction, rtype: str, rid: str, patch: object,
-                       if_match: str | None = None) -> WriteResult:
+                       if_match: str | None = None, ahead: tuple[int, dict, Prepared] | None = None) -> WriteResult:
+        """``ahead``: the patch applied and validated on version n before the transaction;
+        used only if the resource is still at version n inside it."""
         check_type(rtype)
-        if not isinstance(patch, list) or not all(isinstance(op, dict) for op in patch):
-            raise BadRequest("A JSON Patch body must be an array of operations ({\"op\": ..., \"path\": ...}).")
         current = await tx.read(rtype, rid)
         if current is None:
             raise NotFound(f"{rtype}/{rid} is not known.")
         if current.deleted:
             raise Gone(f"{rtype}/{rid} was deleted; it cannot be patched.")
         self._check_if_match(current, if_match, f"{rtype}/{rid}")
+        if ahead is None or ahead[0] != current.vid:
+            ahead = self._apply_patch(rtype, rid, current, patch)
+        _, patched, prepared = ahead
+        stored = await self._put(tx, rtype, rid, patched, current.vid + 1, prepared)
+        return WriteResult(stored, created=False)
+
+    def _apply_patch(self, rtype: str, rid: str, current: StoredResource, patch: object) -> tuple[int, dict, Prepared]:
+        if not isinstance(patch, list) or not all(isinstance(op, dict) for op in patch):
+            raise BadRequest("A JSON Patch body must be an array of operations ({\"op\": ..., \"path\": ...}).")
         try:
             patched = jsonpatch.JsonPatch(patch).apply(parse_json(current.body))
         except jsonpatch.InvalidJsonPatch as exc:
@@ -161,8 +184,7 @@ class FhirCore:
         if not isinstance(patched, dict) or patched.get("resourceType") != rtype or patched.get("id") != rid:
             raise UnprocessablePatch("A patch may not change resourceType or id.")
         self._check_body(rtype, patched)
-        stored = await self._put(tx, rtype, rid, patched, current.vid + 1)
-        return WriteResult(stored, created=False)
+        return current.vid, patched, self.prepare(rtype, patched)
 
     async def delete_in(self, tx: Transaction, rtype: str, rid: str) -> WriteResult | None:
         """Delete (a new, empty version). Deleting a missing or deleted resource changes nothing."""
@@ -185,6 +207,16 @@ class FhirCore:
             raise BadRequest(f"{rtype}.id must be a string.")
         if "meta" in resource and not isinstance(resource["meta"], dict):
             raise BadRequest(f"{rtype}.meta must be an object.")
+
+    def _check_update(self, rtype: str, rid: str, resource: object) -> None:
+        check_type(rtype)
+        self._check_body(rtype, resource)
+        if not is_valid_id(rid):
+            raise BadRequest(f"'{rid}' is not a valid FHIR id (1-64 of A-Z a-z 0-9 - .).")
+        if resource.get("id") is None:
+            raise BadRequest(f"The {rtype} in the body has no id; an update must carry id '{rid}'.")
+        if resource.get("id") != rid:
+            raise BadRequest(f"The body's id '{resource.get('id')}' does not match the URL's id '{rid}'.")
 
     @staticmethod
     def _check_if_match(current: StoredResource | None, if_match: object, label: str) -> None:
@@ -216,14 +248,27 @@ class FhirCore:
             return None
         return (await tx.read_seqs(matches.seqs[:1]))[0]
 
-    async def _put(self, tx: Transaction, rtype: str, rid: str, resource: dict, vid: int) -> StoredResource:
-        now = self._now()
+    def prepare(self, rtype: str, resource: dict) -> Prepared:
+        """Validate and index the canonical form — the CPU-heavy part of a write, done before the
+        write lock is taken so that concurrent writers overlap it with each other's commits.
+        Neither depends on the id or version, which are filled in by ``_put``."""
         meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
-        meta = {"versionId": str(vid), "lastUpdated": format_instant(now), **meta}
-        canonical = canonical_resource(resource, rid, meta)
+        meta = {"versionId": "1", "lastUpdated": format_instant(self._now()), **meta}
+        rid = resource.get("id")
+        canonical = canonical_resource(resource, rid if isinstance(rid, str) and is_valid_id(rid) else "new", meta)
         validate_resource(canonical, rtype)  # what we store is what we validate
+        return Prepared(canonical, index_resource(self.registry, rtype, canonical, self.parser.local_base))
+
+    async def _put(self, tx: Transaction, rtype: str, rid: str, resource: dict, vid: int,
+                   prepared: Prepared | None = None) -> StoredResource:
+        prepared = prepared or self.prepare(rtype, resource)
+        now = self._now()
+        canonical = prepared.canonical
+        canonical["id"] = rid
+        canonical["meta"]["versionId"] = str(vid)
+        canonical["meta"]["lastUpdated"] = format_instant(now)
         version = StoredResource(rtype, rid, vid, now, dumps(canonical))
-        return await self._save(tx, version, index_resource(self.registry, rtype, canonical, self.parser.local_base))
+        return await self._save(tx, version, prepared.index)
 
     @staticmethod
     async def _save(tx: Transaction, version: StoredResource, index) -> StoredResource:
