@@ -1,0 +1,187 @@
+"""Shared fixtures: a fresh gateway (own SQLite file) per test, an httpx client on it, and
+small builders/helpers for the resources a shared care plan is made of.
+
+All test data is synthetic; personnummer are Skatteverket's published test numbers.
+"""
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.settings import Settings
+
+BASE = "http://test"
+FHIR = "/fhir"
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+PATCH_JSON = {"Content-Type": "application/json-patch+json"}
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+PNR_SYSTEM = "http://electronichealth.se/identifier/personnummer"
+HSA_SYSTEM = "urn:oid:1.2.752.129.2.1.4.1"
+TEST_PNR = "191212121212"  # Tolvan Tolvansson, Skatteverket's test personnummer
+TEST_PNR_2 = "201212121212"
+TEST_PNR_3 = "199001012385"
+
+
+# -- app and client -------------------------------------------------------------------
+@asynccontextmanager
+async def running_gateway(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A gateway with its lifespan running, and a client talking to it in-process.
+
+    ``raise_app_exceptions=False``: a server bug comes back as the 500 a real client would
+    see, so tests can assert "never 500" instead of crashing on the exception.
+    """
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE, timeout=30) as client:
+            yield client
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(db_path=str(tmp_path / "g.sqlite"))
+
+
+@pytest.fixture
+async def client(settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_gateway(settings) as c:
+        yield c
+
+
+# -- resource builders ---------------------------------------------------------------
+def pnr(value: str = TEST_PNR) -> dict:
+    return {"system": PNR_SYSTEM, "value": value}
+
+
+def patient(pnr_value: str = TEST_PNR, family: str = "Tolvansson", given: str = "Tolvan", **extra) -> dict:
+    return {"resourceType": "Patient", "identifier": [pnr(pnr_value)],
+            "name": [{"family": family, "given": [given]}], **extra}
+
+
+def organization(name: str, hsa: str | None = None, **extra) -> dict:
+    res = {"resourceType": "Organization", "name": name, **extra}
+    if hsa:
+        res["identifier"] = [{"system": HSA_SYSTEM, "value": hsa}]
+    return res
+
+
+def task(patient_ref: str | None = None, status: str = "requested", **extra) -> dict:
+    res: dict[str, Any] = {"resourceType": "Task", "status": status, "intent": "order"}
+    if patient_ref:
+        res["for"] = {"reference": patient_ref}
+    res.update(extra)
+    return res
+
+
+def careplan(patient_ref: str, status: str = "active", **extra) -> dict:
+    return {"resourceType": "CarePlan", "status": status, "intent": "plan",
+            "subject": {"reference": patient_ref}, **extra}
+
+
+def careteam(patient_ref: str | None = None, members: list[str] = (), **extra) -> dict:
+    res: dict[str, Any] = {"resourceType": "CareTeam", "status": "active"}
+    if patient_ref:
+        res["subject"] = {"reference": patient_ref}
+    if members:
+        res["participant"] = [{"member": {"reference": m}} for m in members]
+    res.update(extra)
+    return res
+
+
+def coding(system: str, code: str) -> dict:
+    return {"coding": [{"system": system, "code": code}]}
+
+
+# -- request helpers -----------------------------------------------------------------
+async def create(client: httpx.AsyncClient, resource: dict, **headers) -> dict:
+    """POST a resource, assert 201, return the stored resource."""
+    r = await client.post(f"{FHIR}/{resource['resourceType']}", json=resource, headers={**FHIR_JSON, **headers})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def put(client: httpx.AsyncClient, resource: dict, **headers) -> httpx.Response:
+    return await client.put(f"{FHIR}/{resource['resourceType']}/{resource['id']}", json=resource,
+                            headers={**FHIR_JSON, **headers})
+
+
+async def search(client: httpx.AsyncClient, path: str, **headers) -> dict:
+    """GET a search (path relative to the FHIR base, e.g. 'Task?status=draft'); assert 200."""
+    r = await client.get(f"{FHIR}/{path}", headers=headers)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["resourceType"] == "Bundle" and body["type"] == "searchset"
+    return body
+
+
+def ids(bundle: dict, mode: str | None = "match") -> set[str]:
+    """ids of a Bundle's entries (of one search mode; None = all)."""
+    return {e["resource"]["id"] for e in bundle.get("entry", [])
+            if mode is None or e.get("search", {}).get("mode") == mode}
+
+
+def typed_ids(bundle: dict, mode: str | None = None) -> set[str]:
+    return {f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in bundle.get("entry", [])
+            if mode is None or e.get("search", {}).get("mode") == mode}
+
+
+def ordered_ids(bundle: dict) -> list[str]:
+    return [e["resource"]["id"] for e in bundle.get("entry", []) if e.get("search", {}).get("mode") == "match"]
+
+
+async def search_ids(client: httpx.AsyncClient, path: str) -> set[str]:
+    return ids(await search(client, path))
+
+
+def link(bundle: dict, *relations: str) -> str | None:
+    for item in bundle.get("link", []):
+        if item["relation"] in relations:
+            return item["url"]
+    return None
+
+
+def local(url: str) -> str:
+    """An absolute link from the server → path+query, for the in-process client."""
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def assert_outcome(r: httpx.Response, status: int, *must_mention: str) -> dict:
+    """The response is an OperationOutcome with ``status`` whose diagnostics mention every
+    given word (case-insensitive): the message tells the client what to fix."""
+    assert r.status_code == status, f"expected {status}, got {r.status_code}: {r.text}"
+    assert r.headers["content-type"].startswith("application/fhir+json")
+    body = r.json()
+    assert body["resourceType"] == "OperationOutcome", body
+    assert body["issue"] and all(i["severity"] in ("error", "fatal") for i in body["issue"]), body
+    text = " ".join(i.get("diagnostics", "") for i in body["issue"]).lower()
+    for word in must_mention:
+        assert word.lower() in text, f"diagnostics should mention {word!r}: {text!r}"
+    return body
+
+
+async def total(client: httpx.AsyncClient, path: str) -> int:
+    """Number of matches of a search, via _summary=count."""
+    sep = "&" if "?" in path else "?"
+    body = await search(client, f"{path}{sep}_summary=count")
+    return body["total"]
+
+
+async def history(client: httpx.AsyncClient, path: str) -> dict:
+    r = await client.get(f"{FHIR}/{path}")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["resourceType"] == "Bundle" and body["type"] == "history"
+    return body
+
+
+async def tick() -> None:
+    """Let the millisecond clock advance, so consecutive writes get distinct lastUpdated."""
+    await asyncio.sleep(0.003)
