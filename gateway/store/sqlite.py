@@ -20,6 +20,13 @@ from gateway.store.plan import SearchMatches, SearchPlan
 from gateway.store.records import IndexRows, StoredResource
 from gateway.store.sqlsearch import from_where, order_by
 
+SCHEMA_VERSION = 1
+
+
+class StoreSchemaError(RuntimeError):
+    """The SQLite file was written with a different schema."""
+
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -35,22 +42,22 @@ CREATE TABLE IF NOT EXISTS current (
     UNIQUE (rtype, rid)
 );
 CREATE INDEX IF NOT EXISTS current_type ON current (rtype, deleted, seq);
+-- Index rows are WITHOUT ROWID tables keyed by (rkey, param, value): the key itself serves
+-- the per-resource EXISTS probes and deletes, so each row costs two B-tree inserts, not three.
+-- A missing token system or reference type is stored as '' (key columns cannot be NULL).
 CREATE TABLE IF NOT EXISTS idx_token (rkey INTEGER NOT NULL, rtype TEXT NOT NULL, param TEXT NOT NULL,
-    system TEXT, code TEXT NOT NULL);
+    system TEXT NOT NULL, code TEXT NOT NULL, PRIMARY KEY (rkey, param, code, system)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_token_value ON idx_token (rtype, param, code, system);
-CREATE INDEX IF NOT EXISTS idx_token_rkey ON idx_token (rkey, param);
 CREATE TABLE IF NOT EXISTS idx_ref (rkey INTEGER NOT NULL, rtype TEXT NOT NULL, param TEXT NOT NULL,
-    ttype TEXT, tid TEXT NOT NULL);
+    ttype TEXT NOT NULL, tid TEXT NOT NULL, PRIMARY KEY (rkey, param, tid, ttype)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_ref_value ON idx_ref (rtype, param, tid, ttype);
-CREATE INDEX IF NOT EXISTS idx_ref_rkey ON idx_ref (rkey, param);
+CREATE INDEX IF NOT EXISTS idx_ref_target ON idx_ref (ttype, tid);
 CREATE TABLE IF NOT EXISTS idx_date (rkey INTEGER NOT NULL, rtype TEXT NOT NULL, param TEXT NOT NULL,
-    low INTEGER NOT NULL, high INTEGER NOT NULL);
+    low INTEGER NOT NULL, high INTEGER NOT NULL, PRIMARY KEY (rkey, param, low, high)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_date_value ON idx_date (rtype, param, low);
-CREATE INDEX IF NOT EXISTS idx_date_rkey ON idx_date (rkey, param);
 CREATE TABLE IF NOT EXISTS idx_string (rkey INTEGER NOT NULL, rtype TEXT NOT NULL, param TEXT NOT NULL,
-    value TEXT NOT NULL, raw TEXT NOT NULL);
+    value TEXT NOT NULL, raw TEXT NOT NULL, PRIMARY KEY (rkey, param, value, raw)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_string_value ON idx_string (rtype, param, value);
-CREATE INDEX IF NOT EXISTS idx_string_rkey ON idx_string (rkey, param);
 CREATE TABLE IF NOT EXISTS search_snapshots (
     id TEXT PRIMARY KEY, expires INTEGER NOT NULL, rtype TEXT NOT NULL, query TEXT NOT NULL,
     total INTEGER NOT NULL, seqs BLOB NOT NULL
@@ -134,16 +141,16 @@ class SqliteTransaction(Transaction):
     def _write_index(self, rkey: int, rtype: str, index: IndexRows) -> None:
         conn = self._conn
         if index.tokens:
-            conn.executemany("INSERT INTO idx_token VALUES (?, ?, ?, ?, ?)",
-                             [(rkey, rtype, p, s, c) for p, s, c in index.tokens])
+            conn.executemany("INSERT OR IGNORE INTO idx_token VALUES (?, ?, ?, ?, ?)",
+                             [(rkey, rtype, p, s or "", c) for p, s, c in index.tokens])
         if index.references:
-            conn.executemany("INSERT INTO idx_ref VALUES (?, ?, ?, ?, ?)",
-                             [(rkey, rtype, p, t, i) for p, t, i in index.references])
+            conn.executemany("INSERT OR IGNORE INTO idx_ref VALUES (?, ?, ?, ?, ?)",
+                             [(rkey, rtype, p, t or "", i) for p, t, i in index.references])
         if index.dates:
-            conn.executemany("INSERT INTO idx_date VALUES (?, ?, ?, ?, ?)",
+            conn.executemany("INSERT OR IGNORE INTO idx_date VALUES (?, ?, ?, ?, ?)",
                              [(rkey, rtype, p, lo, hi) for p, lo, hi in index.dates])
         if index.strings:
-            conn.executemany("INSERT INTO idx_string VALUES (?, ?, ?, ?, ?)",
+            conn.executemany("INSERT OR IGNORE INTO idx_string VALUES (?, ?, ?, ?, ?)",
                              [(rkey, rtype, p, norm, raw) for p, norm, raw in index.strings])
 
 
@@ -173,8 +180,19 @@ class SqliteStore(Store):
         if self._path != ":memory:":
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         self._writer = self._connect()
-        self._writer.executescript(SCHEMA)
+        self._migrate(self._writer)
         self._reader = self._connect()
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Create the schema, or refuse a file whose schema this code does not know."""
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        has_tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'versions'").fetchone()[0]
+        if version != SCHEMA_VERSION and (has_tables or version):
+            conn.close()
+            raise StoreSchemaError(f"The store {self._path} has schema version {version}; this gateway uses "
+                                   f"{SCHEMA_VERSION}. Point GATEWAY_DB at a new file (no migration exists yet).")
+        conn.executescript(SCHEMA)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     async def close(self) -> None:
         for conn in (self._reader, self._writer):
@@ -271,7 +289,7 @@ class SqliteStore(Store):
         if not rids:
             return []
         sql = (f"SELECT DISTINCT r.ttype, r.tid FROM idx_ref r JOIN current c ON c.rkey = r.rkey "
-               f"WHERE c.rtype = ? AND c.rid IN ({','.join('?' * len(rids))}) AND r.ttype IS NOT NULL")
+               f"WHERE c.rtype = ? AND c.rid IN ({','.join('?' * len(rids))}) AND r.ttype != ''")
         args: list = [rtype, *rids]
         if params is not None:
             sql += f" AND r.param IN ({','.join('?' * len(params))})"

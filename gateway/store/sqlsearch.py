@@ -22,7 +22,7 @@ def _token_value(system: str | None, code: str | None, args: list) -> str:
         parts.append("t.code = ?")
         args.append(code)
     if system == "":
-        parts.append("t.system IS NULL")
+        parts.append("t.system = ''")
     elif system is not None:
         parts.append("t.system = ?")
         args.append(system)
