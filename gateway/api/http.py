@@ -36,9 +36,10 @@ def media_type(request: Request) -> str:
 
 def check_accept(request: Request) -> None:
     """406 when the client asks only for a format we do not produce (XML, RDF)."""
-    fmt = request.query_params.get("_format")
-    if fmt is not None and fmt.split(";")[0].strip().lower() not in _FORMATS_OK:
-        raise NotAcceptable(f"_format={fmt} is not supported; this server speaks FHIR JSON only.")
+    if b"_format" in request.scope["query_string"]:  # parse the query only when it can matter
+        fmt = request.query_params.get("_format")
+        if fmt is not None and fmt.split(";")[0].strip().lower() not in _FORMATS_OK:
+            raise NotAcceptable(f"_format={fmt} is not supported; this server speaks FHIR JSON only.")
     accept = request.headers.get("accept")
     if not accept:
         return
@@ -82,6 +83,6 @@ def prefer(request: Request) -> dict[str, str]:
 def context(request: Request, base_url: str | None) -> RequestContext:
     if base_url is None:
         host = request.headers.get("host", "localhost")
-        base_url = f"{request.url.scheme}://{host}{request.scope.get('root_path', '')}/fhir"
+        base_url = f"{request.scope.get('scheme', 'http')}://{host}{request.scope.get('root_path', '')}/fhir"
     p = prefer(request)
     return RequestContext(base_url, lenient=p.get("handling") == "lenient", prefer_return=p.get("return"))

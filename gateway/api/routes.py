@@ -19,8 +19,13 @@ from gateway.fhir.interactions import WriteResult, parse_etag
 from gateway.fhir.server import FhirServer
 
 
+def _raw_query(request: Request) -> str:
+    # From the scope, as Starlette does, without building a URL object on every request.
+    return request.scope.get("query_string", b"").decode("latin-1")
+
+
 def _query(request: Request) -> list[tuple[str, str]]:
-    return parse_qsl(request.url.query, keep_blank_values=True)
+    return parse_qsl(_raw_query(request), keep_blank_values=True)
 
 
 class FhirHandlers:
@@ -89,10 +94,11 @@ class FhirHandlers:
 
     async def conditional_update(self, request: Request, rtype: str) -> Response:
         check_accept(request)
-        if not request.url.query:
+        query = _raw_query(request)
+        if not query:
             raise BadRequest("PUT to a type needs search criteria (conditional update) or an id in the URL.")
         resource = await read_json(request, self.limit)
-        return self._write_response(request, await self.core.conditional_update(rtype, request.url.query, resource))
+        return self._write_response(request, await self.core.conditional_update(rtype, query, resource))
 
     async def type_history(self, request: Request, rtype: str) -> Response:
         check_accept(request)

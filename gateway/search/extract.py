@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 from gateway.fhir.references import parse_reference
 from gateway.search.dates import MAX_US, MIN_US, date_range
-from gateway.search.registry import SearchRegistry
+from gateway.search.registry import SearchRegistry, element_names
 from gateway.store.records import IndexRows
 
 _NAME_PARTS = ("text", "family", "given", "prefix", "suffix")
@@ -69,9 +69,10 @@ def _strings(value: Any) -> Iterator[str]:
 
 def index_resource(registry: SearchRegistry, rtype: str, resource: dict, local_base: str | None = None) -> IndexRows:
     rows = IndexRows()
+    present = element_names(resource)
     for ext in registry.extractors(rtype):
         param = ext.param
-        if not ext.may_apply(resource):
+        if not ext.may_apply(present):
             continue
         try:
             values = ext.evaluate(resource)

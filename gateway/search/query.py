@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import quote
 
 from gateway.errors import BadRequest
 from gateway.fhir.references import parse_reference
@@ -48,8 +48,15 @@ class SearchRequest:
     query: str = ""  # the normalised query that was applied
 
 
+def encode_query(params: list[tuple[str, str]]) -> str:
+    """A query string for links; ``| / : ,`` stay readable (``identifier=system|value``)."""
+    return "&".join(f"{quote(k, safe=':')}={quote(v, safe='|/:,')}" for k, v in params)
+
+
 def split_values(value: str) -> list[str]:
     """Split on unescaped commas; unescape ``\\,`` ``\\|`` ``\\$`` ``\\\\``."""
+    if "\\" not in value:  # the common case, without the character walk
+        return value.split(",")
     out, cur, i = [], [], 0
     while i < len(value):
         ch = value[i]
@@ -115,7 +122,7 @@ class QueryParser:
                 raise BadRequest(str(exc)) from None
             applied.append((name, value))
         req.plan = SearchPlan(rtype, tuple(clauses), sort, self.snapshot_limit)
-        req.query = urlencode(applied)
+        req.query = encode_query(applied)
         return req
 
     # -- result parameters -------------------------------------------------------------

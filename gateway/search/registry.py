@@ -44,14 +44,21 @@ class Extractor:
     target_filter: str | None = None  # from `.where(resolve() is T)`
     first_element: str | None = None  # `Task.owner…` → "owner": skip evaluation when absent
 
-    def may_apply(self, resource: dict) -> bool:
+    def may_apply(self, present: frozenset[str]) -> bool:
         """Cheap pre-check: a path can only yield values if its first element is present
-        (``effective`` also matches the choice forms ``effectiveDateTime``, ``effectivePeriod``)."""
-        name = self.first_element
-        if name is None or name in resource:
-            return True
-        n = len(name)
-        return any(k.startswith(name) and len(k) > n and k[n].isupper() for k in resource)
+        (``present`` comes from ``element_names``)."""
+        return self.first_element is None or self.first_element in present
+
+
+def element_names(resource: dict) -> frozenset[str]:
+    """The resource's top-level element names, plus every camel-case stem of each, so that a
+    choice element ``effective`` is present when ``effectiveDateTime`` or ``effectivePeriod`` is."""
+    names = set(resource)
+    for key in resource:
+        for i in range(1, len(key)):
+            if key[i].isupper():
+                names.add(key[:i])
+    return frozenset(names)
 
 
 @dataclass
