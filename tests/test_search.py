@@ -347,7 +347,7 @@ async def test_search_parameter_expressions_are_evaluated_as_fhirpath(client):
     assert await search_ids(client, "Patient?email=tolvan@example.se") == {mail["id"]}
     assert await search_ids(client, "Patient?telecom=tolvan@example.se") == {mail["id"], other["id"]}
     dead = await create(client, patient(TEST_PNR_3, deceasedDateTime="2024-02-01"))
-    alive = await create(client, patient("199001012386", deceasedBoolean=False))
+    alive = await create(client, patient("199006212386", deceasedBoolean=False))  # 19900621-2386
     assert await search_ids(client, "Patient?deceased=true") == {dead["id"]}
     assert await search_ids(client, "Patient?deceased=false") == {alive["id"]}
 

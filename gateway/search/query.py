@@ -16,6 +16,7 @@ from gateway.fhir.types import SUPPORTED, parse_uint
 from gateway.search.dates import date_range
 from gateway.search.extract import normalise
 from gateway.search.registry import SPECIAL, SearchRegistry
+from gateway.validation.identifiers import base_system, check_value
 from gateway.store.plan import (
     Clause, DateClause, IdClause, MissingClause, ReferenceClause, SearchPlan, SortKey,
     StringClause, TokenClause,
@@ -76,6 +77,16 @@ def split_values(value: str) -> list[str]:
 
 def _unescape(text: str) -> str:
     return re.sub(r"\\(.)", r"\1", text)
+
+
+def _normal_token(system: str | None, code: str | None) -> tuple[str | None, str | None]:
+    """Search with any alias of a Swedish identifier system (and a hyphenated personnummer)
+    finds what was stored in the base form."""
+    if system:
+        system = base_system(system)
+        if code is not None:
+            code = check_value(system, code)[0] or code
+    return system, code
 
 
 def _split_token(value: str) -> tuple[str | None, str | None]:
@@ -217,7 +228,8 @@ class QueryParser:
         if kind in ("token", "uri"):
             if modifier not in ("", "not") or (kind == "uri" and modifier):
                 raise BadRequest(f"Modifier ':{modifier}' is not supported on {kind} parameter '{code}'.")
-            pairs = tuple(_split_token(v) if kind == "token" else (None, _unescape(v)) for v in values)
+            pairs = tuple(_normal_token(*_split_token(v)) if kind == "token" else (None, _unescape(v))
+                          for v in values)
             return TokenClause(code, pairs, negate=modifier == "not")
         if kind == "reference":
             return ReferenceClause(code, tuple(self._reference(param, code, modifier, v, bases) for v in values))

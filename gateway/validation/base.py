@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from gateway.errors import InvalidResource, Issue
 from gateway.fhir.canonical import check_json_shape
 from gateway.validation.bindings import check_required_bindings
+from gateway.validation.identifiers import normalise_identifiers
 
 
 @lru_cache(maxsize=None)
@@ -65,9 +66,14 @@ def _missing_required(model: Any, resource: dict, rtype: str) -> list[Issue]:
 
 
 def validate_resource(resource: dict, rtype: str) -> None:
-    """Raise ``InvalidResource`` (422) naming every element path that is wrong."""
+    """Raise ``InvalidResource`` (422) naming every element path that is wrong.
+
+    Swedish identifiers are normalised in place first (alias systems → HL7 Sweden base form,
+    personnummer without hyphen), so what is validated is what will be stored.
+    """
     try:
-        issues = check_json_shape(resource, rtype)
+        issues = normalise_identifiers(resource, rtype)
+        issues += check_json_shape(resource, rtype)
     except RecursionError:
         raise InvalidResource("The resource is nested too deeply to be valid FHIR.") from None
     model = _model(rtype)
