@@ -11,6 +11,7 @@
 | GATEWAY_SEARCH_SNAPSHOT_TTL | 3600 | seconds a paged search stays readable |
 | GATEWAY_SQLITE_SYNCHRONOUS | FULL | SQLite `synchronous`; FULL: an acknowledged write survives power loss |
 | GATEWAY_PROFILES_DIR | <repo>/profiles | SearchParameters and profiles loaded at start |
+| GATEWAY_REQUIRED_PROFILES | (none) | profiles every write of a type must meet: `Task=url;CarePlan=url1 url2` |
 | GATEWAY_LOG_LEVEL | info | log level (logs never carry patient data) |
 """
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Settings:
     search_snapshot_ttl: int = 3600
     sqlite_synchronous: str = "FULL"
     profiles_dir: Path = field(default=REPO_PROFILES)
+    required_profiles: str = ""
     log_level: str = "info"
 
     @classmethod
@@ -56,6 +58,7 @@ class Settings:
             search_snapshot_ttl=int(_env("SEARCH_SNAPSHOT_TTL", str(cls.search_snapshot_ttl))),
             sqlite_synchronous=_env("SQLITE_SYNCHRONOUS", cls.sqlite_synchronous).upper(),
             profiles_dir=Path(_env("PROFILES_DIR", str(REPO_PROFILES))),
+            required_profiles=_env("REQUIRED_PROFILES", ""),
             log_level=_env("LOG_LEVEL", cls.log_level),
         )
 

@@ -25,7 +25,7 @@ from gateway.search.registry import SearchRegistry
 from gateway.store import IndexRows, Store, StoredResource, Transaction, VersionConflict
 from gateway.store.plan import SearchPlan
 from gateway.store.records import format_instant
-from gateway.validation import validate_resource
+from gateway.validation import Validator
 
 
 @dataclass
@@ -60,10 +60,11 @@ def parse_etag(value: str) -> int:
 
 
 class FhirCore:
-    def __init__(self, store: Store, registry: SearchRegistry, parser: QueryParser):
+    def __init__(self, store: Store, registry: SearchRegistry, parser: QueryParser, validator: Validator):
         self.store = store
         self.registry = registry
         self.parser = parser
+        self.validator = validator
 
     # -- reads ---------------------------------------------------------------------
     async def read(self, rtype: str, rid: str) -> StoredResource:
@@ -256,7 +257,7 @@ class FhirCore:
         meta = {"versionId": "1", "lastUpdated": format_instant(self._now()), **meta}
         rid = resource.get("id")
         canonical = canonical_resource(resource, rid if isinstance(rid, str) and is_valid_id(rid) else "new", meta)
-        validate_resource(canonical, rtype)  # what we store is what we validate
+        self.validator.validate(canonical, rtype)  # what we store is what we validate
         return Prepared(canonical, index_resource(self.registry, rtype, canonical, self.parser.local_base))
 
     async def _put(self, tx: Transaction, rtype: str, rid: str, resource: dict, vid: int,

@@ -15,6 +15,7 @@ from gateway.search.query import QueryParser
 from gateway.search.registry import SearchRegistry
 from gateway.settings import Settings
 from gateway.store import Store
+from gateway.validation.validator import Validator, parse_required
 
 
 class FhirServer:
@@ -24,7 +25,8 @@ class FhirServer:
         self.registry = registry or SearchRegistry.load(settings.profiles_dir, SUPPORTED_TYPES)
         parser = QueryParser(self.registry, settings.default_count, settings.max_count,
                              settings.search_snapshot_limit, settings.base_url)
-        self.core = FhirCore(store, self.registry, parser)
+        self.validator = Validator.load(settings.profiles_dir, parse_required(settings.required_profiles))
+        self.core = FhirCore(store, self.registry, parser, self.validator)
         self.search = SearchService(store, self.registry, parser, settings.search_snapshot_ttl)
         self.bundles = BundleProcessor(self.core, self.search)
         self._published = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

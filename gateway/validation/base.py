@@ -65,17 +65,15 @@ def _missing_required(model: Any, resource: dict, rtype: str) -> list[Issue]:
     return issues
 
 
-def validate_resource(resource: dict, rtype: str) -> None:
-    """Raise ``InvalidResource`` (422) naming every element path that is wrong.
-
-    Swedish identifiers are normalised in place first (alias systems → HL7 Sweden base form,
-    personnummer without hyphen), so what is validated is what will be stored.
-    """
+def base_issues(resource: dict, rtype: str) -> list[Issue]:
+    """Every problem against the base R4 resource, after normalising Swedish identifiers in
+    place (alias systems → HL7 Sweden base form, personnummer without hyphen), so that what
+    is validated is what will be stored."""
     try:
         issues = normalise_identifiers(resource, rtype)
         issues += check_json_shape(resource, rtype)
     except RecursionError:
-        raise InvalidResource("The resource is nested too deeply to be valid FHIR.") from None
+        return [Issue("structure", "The resource is nested too deeply to be valid FHIR.", expression=[rtype])]
     model = _model(rtype)
     try:
         model.model_validate(resource)
@@ -87,6 +85,16 @@ def validate_resource(resource: dict, rtype: str) -> None:
         # The model library raises plain errors on some malformed shapes; still the client's fault.
         issues.append(Issue("structure", f"{rtype}: {exc}", expression=[rtype]))
     issues.extend(check_required_bindings(resource, rtype))
-    if issues:
-        summary = f"{rtype} is not valid: " + "; ".join(i.diagnostics for i in issues[:5])
+    return issues
+
+
+def raise_if_errors(issues: list[Issue], rtype: str) -> None:
+    errors = [i for i in issues if i.severity in ("error", "fatal")]
+    if errors:
+        summary = f"{rtype} is not valid: " + "; ".join(i.diagnostics for i in errors[:5])
         raise InvalidResource(summary, issues=issues)
+
+
+def validate_resource(resource: dict, rtype: str) -> None:
+    """Base validation only; raise ``InvalidResource`` (422) naming every element path that is wrong."""
+    raise_if_errors(base_issues(resource, rtype), rtype)

@@ -1,0 +1,62 @@
+"""The validator every write goes through: base R4, then the profiles that apply.
+
+Profiles that apply to a resource: those the gateway requires for its type
+(``GATEWAY_REQUIRED_PROFILES``) plus those it claims in ``meta.profile``. A claimed profile
+this server does not hold is reported as a warning, not refused: clients legitimately claim
+other guides' profiles (HL7 Sweden base, national profiles).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.errors import Issue
+from gateway.validation.base import base_issues, raise_if_errors
+from gateway.validation.profiles import Profile, load_profiles
+from gateway.validation.terminology import Terminology
+
+
+class Validator:
+    def __init__(self, profiles: dict[str, Profile], terminology: Terminology,
+                 required: dict[str, list[str]] | None = None):
+        self.profiles = profiles
+        self.terminology = terminology
+        self.required = required or {}
+        unknown = [u for urls in self.required.values() for u in urls if u not in profiles]
+        if unknown:
+            raise ValueError(f"required profiles not found in profiles/: {', '.join(unknown)}")
+
+    @classmethod
+    def load(cls, profiles_dir: Path, required: dict[str, list[str]] | None = None) -> "Validator":
+        return cls(load_profiles(profiles_dir), Terminology.load(profiles_dir), required)
+
+    def issues(self, resource: dict, rtype: str) -> list[Issue]:
+        """Every issue (errors and warnings), base first; normalises identifiers in place."""
+        issues = base_issues(resource, rtype)
+        if any(i.severity in ("error", "fatal") for i in issues):
+            return issues  # profile rules assume a structurally valid resource
+        claimed = (resource.get("meta") or {}).get("profile") or []
+        for i, url in enumerate(dict.fromkeys([*self.required.get(rtype, []), *claimed])):
+            profile = self.profiles.get(url.split("|")[0]) if isinstance(url, str) else None
+            if profile is None:
+                issues.append(Issue("not-supported", f"{rtype}.meta.profile: {url} is not a profile this server "
+                                    "holds; validated against the base resource only", severity="warning",
+                                    expression=[f"{rtype}.meta.profile"]))
+            elif profile.rtype != rtype:
+                issues.append(Issue("invalid", f"{rtype}.meta.profile: {url} profiles {profile.rtype}, not {rtype}",
+                                    expression=[f"{rtype}.meta.profile"]))
+            else:
+                issues += profile.validate(resource, self.terminology)
+        return issues
+
+    def validate(self, resource: dict, rtype: str) -> None:
+        """Raise ``InvalidResource`` (422) if any issue is an error."""
+        raise_if_errors(self.issues(resource, rtype), rtype)
+
+
+def parse_required(text: str) -> dict[str, list[str]]:
+    """``Task=url1 url2;CarePlan=url3`` → {"Task": [url1, url2], "CarePlan": [url3]}."""
+    out: dict[str, list[str]] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        rtype, _, urls = part.partition("=")
+        out[rtype.strip()] = urls.split()
+    return out
