@@ -29,6 +29,9 @@ def _shape(segments: list[str]) -> tuple[str, list[str]]:
     for seg in segments:
         if seg in _LITERALS:
             pattern.append(seg)
+        elif seg.startswith("$"):  # an operation: its name is an argument
+            pattern.append("$")
+            args.append(seg[1:])
         else:
             pattern.append("TIV"[len(args)] if len(args) < 3 else "?")
             args.append(seg)
@@ -70,6 +73,8 @@ class FhirRouter:
             "T/I": {"GET": h.read, "PUT": h.update, "PATCH": h.patch, "DELETE": h.delete},
             "T/I/_history": {"GET": h.instance_history},
             "T/I/_history/V": {"GET": h.vread},
+            "T/$": {"POST": h.type_operation},
+            "T/I/$": {"POST": h.instance_operation, "GET": h.instance_operation},
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

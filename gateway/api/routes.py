@@ -13,9 +13,9 @@ from starlette.responses import Response
 from gateway.api.http import (
     FORM_TYPES, PATCH_TYPES, check_accept, context, fhir_response, read_body, read_json, resource_headers,
 )
-from gateway.errors import BadRequest, information_outcome
+from gateway.errors import BadRequest, NotFound, information_outcome
 from gateway.fhir.canonical import dumps, parse_json
-from gateway.fhir.interactions import WriteResult, parse_etag
+from gateway.fhir.interactions import WriteResult, parse_etag, unpack_validate_parameters
 from gateway.fhir.server import FhirServer
 
 
@@ -135,6 +135,23 @@ class FhirHandlers:
         check_accept(request)
         ctx = context(request, self.base_url)
         return fhir_response(await self.search.history(rtype, rid, _query(request), ctx))
+
+    # -- operations --------------------------------------------------------------------
+    async def type_operation(self, request: Request, rtype: str, op: str) -> Response:
+        return await self._operation(request, rtype, None, op)
+
+    async def instance_operation(self, request: Request, rtype: str, rid: str, op: str) -> Response:
+        return await self._operation(request, rtype, rid, op)
+
+    async def _operation(self, request: Request, rtype: str, rid: str | None, op: str) -> Response:
+        check_accept(request)
+        if op != "validate":
+            raise NotFound(f"Operation ${op} is not supported; /fhir/metadata lists the operations.")
+        body = await read_json(request, self.limit) if request.method == "POST" else None
+        mode = dict(_query(request)).get("mode")
+        resource, mode = unpack_validate_parameters(body, mode)
+        outcome = await self.core.validate(rtype, resource, mode, rid)
+        return fhir_response(dumps(outcome))
 
     async def vread(self, request: Request, rtype: str, rid: str, vid: str) -> Response:
         check_accept(request)

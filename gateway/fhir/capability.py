@@ -33,6 +33,8 @@ def capability_statement(registry: SearchRegistry, base_url: str, published: str
             "searchRevInclude": sorted({f"{src}:{c}" for src in SUPPORTED_TYPES
                                         for c, p in registry.params(src).items()
                                         if p.type == "reference" and (not p.targets or rtype in p.targets)}),
+            "operation": [{"name": "validate",
+                           "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
             "searchParam": [
                 {"name": code, "definition": p.url, "type": p.type, **({"documentation": p.description}
                                                                        if p.description else {})}

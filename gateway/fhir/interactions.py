@@ -14,7 +14,8 @@ from urllib.parse import parse_qsl
 import jsonpatch
 
 from gateway.errors import (
-    BadRequest, Conflict, Gone, NotFound, PreconditionFailed, UnprocessablePatch,
+    BadRequest, Conflict, Gone, Issue, NotFound, PreconditionFailed, UnprocessablePatch, information_outcome,
+    operation_outcome,
 )
 from gateway.fhir.canonical import canonical_resource, dumps, parse_json
 from gateway.fhir.types import SUPPORTED, is_valid_id, parse_uint
@@ -59,6 +60,19 @@ def parse_etag(value: str) -> int:
     return version
 
 
+def unpack_validate_parameters(body: object, mode: str | None) -> tuple[object, str | None]:
+    """``$validate`` takes the resource itself or a Parameters with ``resource`` (and ``mode``)."""
+    if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+        resource = None
+        for p in body.get("parameter") or []:
+            if isinstance(p, dict) and p.get("name") == "resource":
+                resource = p.get("resource")
+            elif isinstance(p, dict) and p.get("name") == "mode":
+                mode = p.get("valueCode", mode)
+        return resource, mode
+    return body, mode
+
+
 class FhirCore:
     def __init__(self, store: Store, registry: SearchRegistry, parser: QueryParser, validator: Validator):
         self.store = store
@@ -87,6 +101,35 @@ class FhirCore:
         if found.deleted:
             raise Gone(f"Version {vid} of {rtype}/{rid} records its deletion.")
         return found
+
+    async def validate(self, rtype: str, resource: object, mode: str | None, rid: str | None) -> dict:
+        """``$validate``: an OperationOutcome listing every issue (severity, code, expression),
+        without storing anything. ``mode`` create/update/delete adds that interaction's rules."""
+        check_type(rtype)
+        if mode not in (None, "create", "update", "delete", "profile"):
+            raise BadRequest(f"mode={mode} is not supported; use create, update, delete or profile.")
+        issues: list[Issue] = []
+        if mode == "delete" or (resource is None and rid is not None):
+            stored = await self.read(rtype, rid) if rid else None
+            if mode == "delete":
+                if rid is None:
+                    raise BadRequest("$validate with mode=delete needs an instance: POST [type]/[id]/$validate.")
+                return information_outcome(f"{rtype}/{rid} can be deleted.")
+            resource = parse_json(stored.body)
+        if resource is None:
+            raise BadRequest("$validate needs a resource: the body, or a Parameters with a 'resource' parameter.")
+        self._check_body(rtype, resource)
+        if mode == "update":
+            if rid is None or resource.get("id") != rid:
+                issues.append(Issue("invalid", f"{rtype}.id must be present and equal the URL's id for an update.",
+                                    expression=[f"{rtype}.id"]))
+        elif mode == "create" and resource.get("id") is not None:
+            issues.append(Issue("informational", f"{rtype}.id is ignored on create; the server assigns the id.",
+                                severity="information", expression=[f"{rtype}.id"]))
+        issues += self.validator.issues(resource, rtype)
+        if not issues:
+            return information_outcome(f"{rtype} is valid.")
+        return operation_outcome(issues)
 
     # -- writes --------------------------------------------------------------------
     async def create(self, rtype: str, resource: dict, if_none_exist: str | None = None) -> WriteResult:
