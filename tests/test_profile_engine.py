@@ -107,3 +107,19 @@ def test_rules_inside_a_slice_apply_to_its_members_only():
 def test_pattern_value():
     assert paths(PATIENT.validate({"resourceType": "Patient", "identifier": [PNR_ID], "gender": "male"},
                                   TERMINOLOGY)) == ["Patient.gender"]
+
+
+def test_extension_slices_are_selected_by_the_extension_url():
+    url = "https://samverkan.example.se/fhir/StructureDefinition/planned-discharge"
+    enc = compile_profile({"url": "urn:test:enc", "type": "Encounter", "differential": {"element": [
+        {"id": "Encounter.extension:planned", "path": "Encounter.extension", "sliceName": "planned",
+         "min": 1, "max": "1", "type": [{"code": "Extension", "profile": [url]}]},
+        {"id": "Encounter.extension:planned.value[x]", "path": "Encounter.extension.value[x]", "min": 1},
+    ]}})
+    base = {"resourceType": "Encounter", "status": "in-progress", "class": {"code": "IMP"}}
+    assert paths(enc.validate(base, TERMINOLOGY)) == ["Encounter.extension"]
+    other = {"url": "urn:other", "valueString": "x"}
+    ok = {**base, "extension": [other, {"url": url, "valueDateTime": "2024-05-03"}]}
+    assert enc.validate(ok, TERMINOLOGY) == []
+    assert paths(enc.validate({**base, "extension": [other, {"url": url}]}, TERMINOLOGY)) == \
+        ["Encounter.extension[1].value"]

@@ -74,6 +74,11 @@ def compile_profile(sd: dict) -> Profile:
         parent_slice = _enclosing_slice(element_id, rules)
         if el.get("sliceName"):
             rule.selector = {}
+            if rule.steps and rule.steps[-1] in ("extension", "modifierExtension"):
+                # extension slices are discriminated by url = the extension's profile
+                profiles = [p for t in el.get("type", []) for p in t.get("profile", [])]
+                if profiles:
+                    rule.selector["url"] = profiles[0]
         segments = element_id.split(".")
         for i, segment in enumerate(segments[1:], start=1):
             if ":" in segment and i < len(segments) - 1:  # inside slice `segments[:i+1]`
