@@ -8,7 +8,8 @@ CS = "https://samverkan.example.se/fhir/CodeSystem/test-activity"
 VS = "https://samverkan.example.se/fhir/ValueSet/test-activity"
 PNR = "http://electronichealth.se/identifier/personnummer"
 TERMINOLOGY = Terminology([
-    {"resourceType": "CodeSystem", "url": CS, "concept": [{"code": "kallelse-sip"}, {"code": "sip-mote"}]},
+    {"resourceType": "CodeSystem", "url": CS, "content": "complete",
+     "concept": [{"code": "kallelse-sip"}, {"code": "sip-mote"}]},
     {"resourceType": "ValueSet", "url": VS, "compose": {"include": [{"system": CS}]}},
 ])
 
@@ -123,3 +124,15 @@ def test_extension_slices_are_selected_by_the_extension_url():
     assert enc.validate(ok, TERMINOLOGY) == []
     assert paths(enc.validate({**base, "extension": [other, {"url": url}]}, TERMINOLOGY)) == \
         ["Encounter.extension[1].value"]
+
+
+def test_a_value_set_over_a_fragment_code_system_accepts_codes_outside_the_fragment():
+    ksi = "https://samverkan.example.se/fhir/CodeSystem/ksi"
+    term = Terminology([
+        {"resourceType": "CodeSystem", "url": ksi, "content": "fragment", "concept": [{"code": "A"}]},
+        {"resourceType": "CodeSystem", "url": CS, "content": "complete", "concept": [{"code": "kallelse-sip"}]},
+        {"resourceType": "ValueSet", "url": "urn:vs:ksi", "compose": {"include": [{"system": ksi}]}},
+        {"resourceType": "ValueSet", "url": "urn:vs:ours", "compose": {"include": [{"system": CS}]}},
+    ])
+    assert term.expansion("urn:vs:ksi").contains(ksi, "B")
+    assert not term.expansion("urn:vs:ours").contains(CS, "fika")

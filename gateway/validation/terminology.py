@@ -2,8 +2,9 @@
 
 Only what the project's profiles bind to needs answering, so value sets are expanded once at
 start into sets of (system, code): ``compose.include`` with listed concepts, or a whole
-CodeSystem that is loaded here. A value set that includes a system we do not hold is
-*open* for that system (any code passes) rather than wrongly rejecting valid codes.
+CodeSystem that is loaded here. A value set that includes a system we do not hold, or hold
+only a fragment of (our KSI/KVÅ/ICF subsets), is *open* for that system (any code passes)
+rather than wrongly rejecting valid codes.
 """
 from __future__ import annotations
 
@@ -63,7 +64,10 @@ class Terminology:
             if inc.get("concept"):
                 out.codes |= {(system, c["code"]) for c in inc["concept"]}
             elif system in self.code_systems:
-                out.codes |= {(system, c) for c in _all_codes(self.code_systems[system].get("concept", []))}
+                cs = self.code_systems[system]
+                out.codes |= {(system, c) for c in _all_codes(cs.get("concept", []))}
+                if cs.get("content") != "complete":  # a fragment of KSI/KVÅ/ICF: other codes exist
+                    out.open_systems.add(system)
             else:
                 out.open_systems.add(system)
         return out
