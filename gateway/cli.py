@@ -38,6 +38,20 @@ def serve(
                 log_level=settings.log_level.lower())
 
 
+profiles_cli = typer.Typer(help="Work on the StructureDefinitions in profiles/.", no_args_is_help=True)
+cli.add_typer(profiles_cli, name="profiles")
+
+
+@profiles_cli.command("snapshot")
+def profiles_snapshot() -> None:
+    """Regenerate the snapshot of every StructureDefinition from its differential."""
+    from gateway.profiles_cli import write_snapshots
+
+    settings = Settings.from_env()
+    changed = write_snapshots(settings.profiles_dir)
+    typer.echo(f"{len(changed)} StructureDefinition(s) updated in {settings.profiles_dir}")
+
+
 def main() -> None:
     cli()
 
