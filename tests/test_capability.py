@@ -104,9 +104,21 @@ async def test_every_listed_interaction_works(client, capability):
         assert (await client.get(f"{FHIR}?_id=x")).status_code == 400
 
 
+READ_ONLY = {"StructureDefinition", "SearchParameter", "CodeSystem", "ValueSet"}  # served from profiles/
+
+
 async def test_every_resource_uses_the_same_claimed_interactions(capability):
-    sets = {r["type"]: tuple(sorted(i["code"] for i in r["interaction"])) for r in capability["rest"][0]["resource"]}
+    sets = {r["type"]: tuple(sorted(i["code"] for i in r["interaction"])) for r in capability["rest"][0]["resource"]
+            if r["type"] not in READ_ONLY}
     assert len(set(sets.values())) == 1, sets
+
+
+async def test_conformance_resources_are_listed_read_only_and_refuse_writes(client, capability):
+    listed = {r["type"]: {i["code"] for i in r["interaction"]} for r in capability["rest"][0]["resource"]}
+    for rtype in READ_ONLY:
+        assert listed[rtype] == {"read", "vread", "search-type"}
+        r = await client.post(f"{FHIR}/{rtype}", json={"resourceType": rtype}, headers=FHIR_JSON)
+        assert r.status_code == 405 and "read-only" in r.text
 
 
 async def test_every_listed_search_parameter_is_accepted_with_a_value_of_its_type(client, capability):

@@ -6,6 +6,7 @@ only if it can be searched.
 from __future__ import annotations
 
 from gateway.fhir.canonical import dumps
+from gateway.fhir.conformance import CONFORMANCE_TYPES, SEARCH_PARAMS
 from gateway.fhir.types import SUPPORTED_TYPES
 from gateway.search.registry import SearchRegistry
 
@@ -40,6 +41,16 @@ def capability_statement(registry: SearchRegistry, base_url: str, published: str
                                                                        if p.description else {})}
                 for code, p in sorted(params.items())
             ],
+        })
+    for rtype in CONFORMANCE_TYPES:  # read-only, served from profiles/
+        resources.append({
+            "type": rtype,
+            "documentation": "Read-only: the conformance resources this server is defined by (profiles/).",
+            "interaction": [{"code": "read"}, {"code": "vread"}, {"code": "search-type"}],
+            "searchInclude": [],
+            "searchRevInclude": [],
+            "searchParam": [{"name": n, "type": "token" if n in ("_id", "status", "type", "base", "code")
+                             else "uri" if n == "url" else "string"} for n in SEARCH_PARAMS[rtype]],
         })
     statement = {
         "resourceType": "CapabilityStatement",

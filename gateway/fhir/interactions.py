@@ -14,10 +14,11 @@ from urllib.parse import parse_qsl
 import jsonpatch
 
 from gateway.errors import (
-    BadRequest, Conflict, Gone, Issue, NotFound, PreconditionFailed, UnprocessablePatch, information_outcome,
+    BadRequest, Conflict, Gone, Issue, MethodNotAllowed, NotFound, PreconditionFailed, UnprocessablePatch, information_outcome,
     operation_outcome,
 )
 from gateway.fhir.canonical import canonical_resource, dumps, parse_json
+from gateway.fhir.conformance import CONFORMANCE_TYPES, ConformanceLibrary
 from gateway.fhir.types import SUPPORTED, is_valid_id, parse_uint
 from gateway.search.dates import now_us
 from gateway.search.extract import index_resource
@@ -45,6 +46,9 @@ class WriteResult:
 
 
 def check_type(rtype: str) -> None:
+    if rtype in CONFORMANCE_TYPES:
+        raise MethodNotAllowed(f"{rtype} resources are read-only here: they are defined in the gateway's "
+                               "profiles/ and change with a release, not over the API.")
     if rtype not in SUPPORTED:
         raise NotFound(f"Resource type '{rtype}' is not supported here; see /metadata for the supported types.")
 
@@ -74,7 +78,9 @@ def unpack_validate_parameters(body: object, mode: str | None) -> tuple[object, 
 
 
 class FhirCore:
-    def __init__(self, store: Store, registry: SearchRegistry, parser: QueryParser, validator: Validator):
+    def __init__(self, store: Store, registry: SearchRegistry, parser: QueryParser, validator: Validator,
+                 conformance: ConformanceLibrary | None = None):
+        self.conformance = conformance or ConformanceLibrary([])
         self.store = store
         self.registry = registry
         self.parser = parser
@@ -82,6 +88,8 @@ class FhirCore:
 
     # -- reads ---------------------------------------------------------------------
     async def read(self, rtype: str, rid: str) -> StoredResource:
+        if rtype in CONFORMANCE_TYPES:
+            return self.conformance.read(rtype, rid)
         check_type(rtype)
         found = await self.store.read(rtype, rid)
         if found is None:
@@ -91,6 +99,11 @@ class FhirCore:
         return found
 
     async def vread(self, rtype: str, rid: str, vid: str) -> StoredResource:
+        if rtype in CONFORMANCE_TYPES:
+            found = self.conformance.read(rtype, rid)
+            if vid != "1":
+                raise NotFound(f"{rtype}/{rid} has only version 1 on this server.")
+            return found
         check_type(rtype)
         version = parse_uint(vid)
         if version is None:

@@ -14,6 +14,7 @@ from gateway.errors import BadRequest, NotFound
 from gateway.fhir.bundle_bytes import bundle, history_entry, search_entry
 from gateway.fhir.canonical import dumps, parse_json
 from gateway.fhir.context import RequestContext
+from gateway.fhir.conformance import CONFORMANCE_TYPES, ConformanceLibrary
 from gateway.fhir.interactions import check_type
 from gateway.fhir.types import parse_uint
 from gateway.search.dates import date_range
@@ -27,13 +28,17 @@ _SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationVal
 
 
 class SearchService:
-    def __init__(self, store: Store, registry: SearchRegistry, parser: QueryParser, snapshot_ttl: int):
+    def __init__(self, store: Store, registry: SearchRegistry, parser: QueryParser, snapshot_ttl: int,
+                 conformance: ConformanceLibrary | None = None):
+        self.conformance = conformance or ConformanceLibrary([])
         self.store = store
         self.registry = registry
         self.parser = parser
         self.snapshot_ttl = snapshot_ttl
 
     async def search(self, rtype: str, params: list[tuple[str, str]], ctx: RequestContext) -> bytes:
+        if rtype in CONFORMANCE_TYPES:
+            return self.conformance.search(rtype, params, ctx)
         check_type(rtype)
         req = self.parser.parse(rtype, params, lenient=ctx.lenient, base_url=ctx.base_url)
         matches = await self.store.search(req.plan)

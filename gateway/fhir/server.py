@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 from gateway.fhir.bundles import BundleProcessor
 from gateway.fhir.capability import capability_statement
+from gateway.fhir.conformance import ConformanceLibrary
 from gateway.fhir.interactions import FhirCore
 from gateway.fhir.searching import SearchService
 from gateway.fhir.types import SUPPORTED_TYPES
@@ -26,8 +27,9 @@ class FhirServer:
         parser = QueryParser(self.registry, settings.default_count, settings.max_count,
                              settings.search_snapshot_limit, settings.base_url)
         self.validator = Validator.load(settings.profiles_dir, parse_required(settings.required_profiles))
-        self.core = FhirCore(store, self.registry, parser, self.validator)
-        self.search = SearchService(store, self.registry, parser, settings.search_snapshot_ttl)
+        self.conformance = ConformanceLibrary.load(settings.profiles_dir, self.registry.definitions)
+        self.core = FhirCore(store, self.registry, parser, self.validator, self.conformance)
+        self.search = SearchService(store, self.registry, parser, settings.search_snapshot_ttl, self.conformance)
         self.bundles = BundleProcessor(self.core, self.search)
         self._published = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         self._capability: dict[str, bytes] = {}
