@@ -20,7 +20,7 @@ from gateway.fhir.bundle_bytes import bundle
 from gateway.fhir.canonical import dumps, parse_json
 from gateway.fhir.context import RequestContext
 from gateway.fhir.interactions import FhirCore, WriteResult
-from gateway.fhir.references import rewrite_references
+from gateway.fhir.references import iter_references, rewrite_references
 from gateway.fhir.searching import SearchService
 from gateway.fhir.types import SUPPORTED
 from gateway.store import Transaction
@@ -141,7 +141,7 @@ class BundleProcessor:
 
     async def _resolve_references(self, tx: Transaction, e: Entry, ids: dict[str, str]) -> None:
         conditional: dict[str, str] = {}
-        for ref in _references(e.resource):
+        for ref in iter_references(e.resource):
             m = _CONDITIONAL_REF.match(ref)
             if m and ref not in conditional and m.group(1) in SUPPORTED:
                 found = await self.core.match_one(tx, m.group(1), m.group(2), f"reference {ref}")
@@ -250,16 +250,3 @@ def _json_patch(e: Entry) -> object:
         return parse_json(base64.b64decode(res["data"], validate=True))
     except (ValueError, TypeError):
         raise BadRequest("The PATCH entry's Binary.data is not base64-encoded JSON.") from None
-
-
-def _references(node: object):
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "reference" and isinstance(value, str):
-                yield value
-            else:
-                yield from _references(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _references(item)
-

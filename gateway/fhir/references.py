@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Collection
+from typing import Any, Callable, Collection, Iterator
 
 
 # Type/id, optionally /_history/vid, optionally behind an absolute base URL.
@@ -24,6 +24,19 @@ def parse_reference(value: Any, local_bases: Collection[str | None] = ()) -> tup
     if m and (m.group("base") is None or m.group("base") in local_bases):
         return m.group("type"), m.group("id")
     return None, text.split("|")[0]
+
+
+def iter_references(node: Any) -> Iterator[str]:
+    """Every ``reference`` string inside a resource."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str):
+                yield value
+            else:
+                yield from iter_references(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from iter_references(item)
 
 
 def rewrite_references(node: Any, replace: Callable[[str], str | None]) -> None:
