@@ -259,3 +259,23 @@ async def test_claimed_conditional_and_versioning_behaviour(client, capability):
     # conditionalDelete not-supported: it does not delete
     await client.delete(f"{FHIR}/Task?_id=new-by-put")
     assert (await client.get(f"{FHIR}/Task/new-by-put")).status_code == 200
+
+
+async def test_profiles_held_are_listed_as_supported_profiles_of_their_type(tmp_path):
+    """Every StructureDefinition in profiles/ appears as supportedProfile of its type, and a
+    required profile is the type's `profile`."""
+    from conftest import running_gateway
+    from gateway.settings import Settings
+
+    sds = [json.loads(p.read_text(encoding="utf-8")) for p in REPO_PROFILES.glob("StructureDefinition-*.json")]
+    resource_sds = [sd for sd in sds if sd.get("kind") == "resource"]
+    required = {sd["type"]: sd["url"] for sd in resource_sds[:1]}
+    settings = Settings(db_path=str(tmp_path / "g.sqlite"),
+                        required_profiles=";".join(f"{t}={u}" for t, u in required.items()))
+    async with running_gateway(settings) as client:
+        statement = (await client.get(f"{FHIR}/metadata")).json()
+    listed = {r["type"]: r for r in statement["rest"][0]["resource"]}
+    for sd in resource_sds:
+        assert sd["url"] in listed[sd["type"]]["supportedProfile"]
+    for rtype, url in required.items():
+        assert listed[rtype]["profile"] == url

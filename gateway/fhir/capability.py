@@ -15,7 +15,11 @@ INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance"
 SOFTWARE_VERSION = "0.1.0"
 
 
-def capability_statement(registry: SearchRegistry, base_url: str, published: str) -> bytes:
+def capability_statement(registry: SearchRegistry, base_url: str, published: str,
+                         profiles: dict[str, list[str]] | None = None,
+                         required: dict[str, list[str]] | None = None) -> bytes:
+    """``profiles``: type → profile URLs held (supportedProfile); ``required``: type → the
+    profiles every write must meet (listed as ``profile`` when there is exactly one)."""
     resources = []
     for rtype in SUPPORTED_TYPES:
         params = registry.params(rtype)
@@ -34,6 +38,8 @@ def capability_statement(registry: SearchRegistry, base_url: str, published: str
             "searchRevInclude": sorted({f"{src}:{c}" for src in SUPPORTED_TYPES
                                         for c, p in registry.params(src).items()
                                         if p.type == "reference" and (not p.targets or rtype in p.targets)}),
+            **({"profile": required[rtype][0]} if len((required or {}).get(rtype, [])) == 1 else {}),
+            **({"supportedProfile": sorted((profiles or {})[rtype])} if (profiles or {}).get(rtype) else {}),
             "operation": [{"name": "validate",
                            "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
             "searchParam": [

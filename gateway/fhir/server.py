@@ -37,7 +37,10 @@ class FhirServer:
     def capability(self, base_url: str) -> bytes:
         cached = self._capability.get(base_url)
         if cached is None:  # built once per base URL, served as bytes
-            cached = capability_statement(self.registry, base_url, self._published)
+            by_type: dict[str, list[str]] = {}
+            for url, profile in self.validator.profiles.items():
+                by_type.setdefault(profile.rtype, []).append(url)
+            cached = capability_statement(self.registry, base_url, self._published, by_type, self.validator.required)
             if len(self._capability) < 8:  # the Host header picks the base: bound the cache
                 self._capability[base_url] = cached
         return cached
