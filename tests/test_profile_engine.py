@@ -136,3 +136,19 @@ def test_a_value_set_over_a_fragment_code_system_accepts_codes_outside_the_fragm
     ])
     assert term.expansion("urn:vs:ksi").contains(ksi, "B")
     assert not term.expansion("urn:vs:ours").contains(CS, "fika")
+
+
+def test_versioned_and_absolute_references_are_typed_by_their_resource_type():
+    for ref in ("Organization/kommun/_history/3", "https://other.example/fhir/Organization/kommun"):
+        assert TASK.validate(good_task(owner={"reference": ref}), TERMINOLOGY) == [], ref
+
+
+def test_invariants_can_use_percent_resource_and_one_that_fails_to_evaluate_is_an_error():
+    prof = compile_profile({"url": "urn:test:t2", "type": "Task", "differential": {"element": [
+        {"id": "Task.restriction", "path": "Task.restriction", "constraint": [
+            {"key": "t-1", "severity": "error", "human": "owner set when restricted",
+             "expression": "%resource.owner.exists()"},
+            {"key": "t-2", "severity": "error", "human": "broken", "expression": "period.frobnicate()"}]}]}})
+    issues = prof.validate(good_task(owner=None), TERMINOLOGY)
+    keys = sorted(i.diagnostics.split(":")[1].strip().split(" ")[0] for i in issues)
+    assert keys == ["t-1", "t-2"]

@@ -19,6 +19,7 @@ import fhirpathpy
 from fhirpathpy.models import models
 
 from gateway.errors import Issue
+from gateway.fhir.references import parse_reference
 from gateway.validation.terminology import Terminology
 
 log = logging.getLogger(__name__)
@@ -208,15 +209,20 @@ def _check_value(rule: Rule, path: str, value: Any, resource: dict, terminology:
     if rule.binding and rule.binding[0] == "required":
         issues += _check_binding(rule.binding[1], path, value, terminology)
     if rule.targets and isinstance(value, dict) and isinstance(value.get("reference"), str):
-        target = value["reference"].split("/")[-2] if "/" in value["reference"] else None
+        parsed = parse_reference(value)  # Type/id, Type/id/_history/n or an absolute URL
+        target = parsed[0] if parsed else None
         if target is not None and target not in rule.targets:
             issues.append(Issue("value", f"{path}: must reference {' or '.join(rule.targets)}, not {target}",
                                 expression=[path]))
     for inv in rule.invariants:
         try:
-            ok = inv.evaluate(resource if path.count(".") == 0 else value)
-        except Exception as exc:  # an invariant the engine cannot evaluate on this instance
+            ok = inv.evaluate(resource if path.count(".") == 0 else value,
+                              {"resource": resource, "rootResource": resource})
+        except Exception as exc:
+            # A rule that cannot be evaluated must not let the resource through unchecked.
             log.warning("invariant %s could not be evaluated: %s", inv.key, type(exc).__name__)
+            issues.append(Issue("invariant", f"{path}: {inv.key} could not be evaluated on this value "
+                                             f"({inv.human})", expression=[path]))
             continue
         if ok != [True]:
             issues.append(Issue("invariant", f"{path}: {inv.key}: {inv.human}", severity=inv.severity,
