@@ -352,7 +352,7 @@ def test_organization_unit_points_to_its_huvudman_organisation():
 
 
 def test_organization_unit_kind_is_one_of_the_coordination_unit_kinds():
-    assert_breaks(unit("akutmottagning"), "sam-org-6", "Organization.type[0].coding[1]")
+    assert_breaks(unit("akutmottagning"), "ValueSet/samverkan-unit-kind", "Organization.type[0].coding[1]")
 
 
 # -- Encounter under LUSEN --------------------------------------------------------------------
