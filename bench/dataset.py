@@ -22,11 +22,19 @@ from pathlib import Path
 
 import orjson
 
+from gateway.validation.identifiers import luhn_ok
+
 from loadgen import Connection, encode_request
 
 TASK_STATUSES = ("requested", "accepted", "in-progress", "completed")
 _STATUS_WEIGHTS = (30, 20, 25, 25)
 PNR = "http://electronichealth.se/identifier/personnummer"
+
+
+def personnummer(born: date, serial: int) -> str:
+    """A synthetic personnummer with a correct Luhn check digit (the gateway checks it)."""
+    body = f"{born:%Y%m%d}{serial:03d}"
+    return body + next(d for d in "0123456789" if luhn_ok(body[2:] + d))
 HSA = "urn:oid:1.2.752.29.4.19"
 SIP = {"system": "http://snomed.info/sct", "code": "736353004", "display": "Samordnad individuell plan"}
 _TASK_CODES = [("sip-meeting", "Kalla till SIP-möte"), ("home-care", "Hemtjänstinsats"),
@@ -51,7 +59,7 @@ def shared_entries(rng: random.Random) -> list[dict]:
                            "identifier": [{"system": HSA, "value": "SE2321000000-0001"}]})]
     for i in range(8):
         out.append(_entry(_urn(), {"resourceType": "Organization", "name": f"Exempels kommun {i + 1}",
-                                   "active": True, "identifier": [{"system": HSA, "value": f"SE2120000{i:03d}"}],
+                                   "active": True, "identifier": [{"system": HSA, "value": f"SE{2120000000 + i}-0001"}],
                                    "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type",
                                                          "code": "govt"}]}]}))
     for i in range(20):
@@ -75,7 +83,7 @@ def patient_group(rng: random.Random, orgs: list[str], practitioners: list[str])
     tasks = [_urn() for _ in range(rng.randint(10, 20))]
     out = [_entry(pat, {
         "resourceType": "Patient", "active": True, "gender": rng.choice(["female", "male"]),
-        "identifier": [{"system": PNR, "value": f"{born:%Y%m%d}{rng.randrange(10000):04d}"}],
+        "identifier": [{"system": PNR, "value": personnummer(born, rng.randrange(1000))}],
         "name": [{"family": rng.choice(_FAMILY), "given": [rng.choice(_GIVEN)]}],
         "birthDate": born.isoformat(), "managingOrganization": {"reference": unit}})]
     out.append(_entry(team, {
