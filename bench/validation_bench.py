@@ -60,9 +60,9 @@ def main() -> None:
         if issues:
             raise SystemExit(f"{path.name} is not valid: {issues}")
         steps = {
-            "fhir.resources model_validate": lambda r: _model(rtype).model_validate(r),
-            "base (model, identifiers, bindings)": lambda r: base_issues(r, rtype),
-            "base + profile (a write)": lambda r: validator.validate(r, rtype),
+            "fhir.resources model_validate": lambda r, t=rtype: _model(t).model_validate(r),
+            "base (model, identifiers, bindings)": lambda r, t=rtype: base_issues(r, t),
+            "base + profile (a write)": lambda r, t=rtype: validator.validate(r, t),
         }
         for step, fn in steps.items():
             per_s, us = measure(fn, resource, args.seconds)

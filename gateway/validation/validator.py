@@ -35,7 +35,7 @@ class Validator:
         if any(i.severity in ("error", "fatal") for i in issues):
             return issues  # profile rules assume a structurally valid resource
         claimed = (resource.get("meta") or {}).get("profile") or []
-        for i, url in enumerate(dict.fromkeys([*self.required.get(rtype, []), *claimed])):
+        for url in dict.fromkeys([*self.required.get(rtype, []), *claimed]):
             profile = self.profiles.get(url.split("|")[0]) if isinstance(url, str) else None
             if profile is None:
                 issues.append(Issue("not-supported", f"{rtype}.meta.profile: {url} is not a profile this server "
