@@ -60,3 +60,22 @@ def test_committed_snapshot_is_generated_from_the_differential(path):
     """Run `gateway profiles snapshot` after editing a differential."""
     sd = json.loads(path.read_text(encoding="utf-8"))
     assert sd.get("snapshot") == with_snapshot(sd)["snapshot"]
+
+
+def test_sub_extensions_of_an_extension_slice_are_typed_and_url_is_required():
+    sd = {"type": "Encounter", "differential": {"element": [
+        {"id": "Encounter.extension:planned", "path": "Encounter.extension", "sliceName": "planned",
+         "type": [{"code": "Extension", "profile": ["urn:ext"]}]},
+        {"id": "Encounter.extension:planned.extension:date", "path": "Encounter.extension.extension",
+         "sliceName": "date", "min": 1, "max": "1"},
+        {"id": "Encounter.extension:planned.extension:date.url", "path": "Encounter.extension.extension.url",
+         "fixedUri": "date"},
+        {"id": "Encounter.extension:planned.extension:date.value[x]",
+         "path": "Encounter.extension.extension.value[x]", "min": 1}]}}
+    snap = by_id(generate_snapshot(sd))
+    assert snap["Encounter.extension:planned.extension:date"]["type"] == [{"code": "Extension"}]
+    url = snap["Encounter.extension:planned.extension:date.url"]
+    assert (url["min"], url["max"], url["type"]) == (1, "1", [{"code": "uri"}])
+    codes = {t["code"] for t in snap["Encounter.extension:planned.extension:date.value[x]"]["type"]}
+    assert {"dateTime", "base64Binary", "uuid", "CodeableConcept"} <= codes
+    assert not codes & {"encodedBytes", "uuidVersion", "CodeableReference"}  # model names, R4B-only types

@@ -29,6 +29,25 @@ def _model(name: str) -> Any | None:
         return None
 
 
+_NOT_IN_R4 = frozenset({"CodeableReference", "RatioRange"})  # R4B additions the models carry
+
+
+def _choice_types(stem: str, fields: dict) -> list[dict]:
+    """Types of a choice element from its member fields' names (``valueBase64Binary`` →
+    base64Binary): the names are FHIR's, the annotations' marker classes are not always."""
+    out = []
+    for name, field in fields.items():
+        key = field.alias or name
+        if (field.json_schema_extra or {}).get("one_of_many") != stem or not key.startswith(stem):
+            continue
+        suffix = key[len(stem):]
+        primitive = _type_code(field.annotation)[0][:1].islower()
+        code = suffix[0].lower() + suffix[1:] if primitive else suffix
+        if code not in _NOT_IN_R4:
+            out.append({"code": code})
+    return out
+
+
 def _type_code(annotation: Any) -> tuple[str, bool]:
     """(FHIR type code, repeats) of a model field's annotation."""
     repeats = False
@@ -82,8 +101,7 @@ def _expand(model: Any, path: str, root: str, out: list[dict], is_resource: bool
             continue
         done.add(element_name)
         if choice:
-            members = [fields[n] for n in fields if (fields[n].json_schema_extra or {}).get("one_of_many") == choice]
-            types = [{"code": _type_code(f.annotation)[0]} for f in members]
+            types = _choice_types(choice, fields)
             required = bool(extra.get("one_of_many_required"))
             repeats = False
         else:
@@ -118,11 +136,21 @@ def _datatype_element(parent: dict | None, name: str, el_id: str, path: str) -> 
     model = _model(type_code) if type_code else None
     if model is not None:
         fields = {(f.alias or n): f for n, f in model.model_fields.items()}
-        field = fields.get(name)
+        element_name = name.split(":")[0]  # `extension:time` is a slice of `extension`
+        if element_name.endswith("[x]"):
+            stem = element_name[:-3]
+            types = _choice_types(stem, fields)
+            if types:
+                element.update({"short": element_name, "type": types})
+                element["base"] = {"path": f"{type_code}.{element_name}", "min": 0, "max": "1"}
+            return element
+        field = fields.get(element_name)
         if field is not None:
             code, repeats = _type_code(field.annotation)
-            element.update({"short": field.title or name, "max": "*" if repeats else "1", "type": [{"code": code}]})
-            element["base"] = {"path": f"{type_code}.{name}", "min": 0, "max": element["max"]}
+            required = field.is_required() or bool((field.json_schema_extra or {}).get("element_required"))
+            element.update({"short": field.title or element_name, "min": 1 if required else 0,
+                            "max": "*" if repeats else "1", "type": [{"code": code}]})
+            element["base"] = {"path": f"{type_code}.{element_name}", "min": element["min"], "max": element["max"]}
     return element
 
 
@@ -138,7 +166,12 @@ def generate_snapshot(sd: dict) -> list[dict]:
         parent_id, _, last = el_id.rpartition(".")
         if ":" in last:  # a slice: a copy of the sliced element, after it and its earlier slices
             sliced_id = el_id.rsplit(":", 1)[0]
-            template = elements[index[sliced_id]] if sliced_id in index else {"id": sliced_id, "path": diff["path"]}
+            if sliced_id in index:
+                template = elements[index[sliced_id]]
+            else:  # slicing a datatype child, e.g. the sub-extensions of an extension slice
+                owner_id, _, sliced_name = sliced_id.rpartition(".")
+                owner = elements[index[owner_id]] if owner_id in index else None
+                template = _datatype_element(owner, sliced_name, sliced_id, diff["path"])
             element = {**copy.deepcopy(template), **copy.deepcopy(diff)}
             element.pop("slicing", None)
             anchor = sliced_id
