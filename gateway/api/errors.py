@@ -19,10 +19,6 @@ from gateway.errors import FhirError, MethodNotAllowed, NotFound
 log = logging.getLogger("gateway.errors")
 
 
-async def _fhir_error(request: Request, exc: Exception) -> Response:
-    return error_response(exc)  # type: ignore[arg-type]
-
-
 async def _http_error(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 500)
     if status == 405:
@@ -38,7 +34,6 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(FhirError, _fhir_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _http_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -101,8 +101,3 @@ def canonical_resource(resource: dict, rid: str, meta: dict) -> dict:
         if key not in out:
             out[key] = value
     return out
-
-
-def loads(body: bytes) -> Any:
-    """Parse bytes we stored ourselves (already valid)."""
-    return parse_json(body)

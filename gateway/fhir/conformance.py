@@ -14,7 +14,7 @@ from gateway.errors import BadRequest, NotFound
 from gateway.fhir.bundle_bytes import bundle, search_entry
 from gateway.fhir.canonical import dumps
 from gateway.fhir.context import RequestContext
-from gateway.fhir.types import parse_uint
+from gateway.fhir.types import require_uint
 from gateway.store.records import StoredResource
 
 CONFORMANCE_TYPES = ("StructureDefinition", "SearchParameter", "CodeSystem", "ValueSet")
@@ -57,9 +57,7 @@ class ConformanceLibrary:
             if base in ("_format", "_pretty", "_total"):
                 continue
             if base == "_count":
-                count = parse_uint(value)
-                if count is None:
-                    raise BadRequest(f"_count must be a non-negative integer, not '{value}'.")
+                count = require_uint(value, "_count")
                 summary_count = summary_count or count == 0
                 continue
             if base == "_summary":
@@ -90,9 +88,6 @@ class ConformanceLibrary:
         shown = matches if count is None else matches[:count]
         entries = [search_entry(ctx.base_url, self._bytes[(rtype, r["id"])], "match") for r in shown]
         return bundle("searchset", entries, total=total)
-
-    def summary(self) -> dict[str, int]:
-        return {t: len(v) for t, v in self._by_type.items()}
 
 
 def _values(value: object) -> list[str]:

@@ -16,8 +16,8 @@ from gateway.fhir.canonical import dumps, parse_json
 from gateway.fhir.context import RequestContext
 from gateway.fhir.conformance import CONFORMANCE_TYPES, ConformanceLibrary
 from gateway.fhir.interactions import check_type
-from gateway.fhir.types import parse_uint
-from gateway.search.dates import date_range
+from gateway.fhir.types import require_uint
+from gateway.search.dates import parse_instant
 from gateway.search.query import Include, QueryParser, SearchRequest
 from gateway.search.registry import SearchRegistry
 from gateway.store import Store, StoredResource
@@ -60,9 +60,9 @@ class SearchService:
         snapshot = await self.store.load_snapshot(values.get("_getpages", ""))
         if snapshot is None:
             raise NotFound("This search page has expired or never existed; run the search again.")
-        offset = _int(values.get("_getpagesoffset", "0"), "_getpagesoffset")
+        offset = require_uint(values.get("_getpagesoffset", "0"), "_getpagesoffset")
         req = self.parser.parse(snapshot.rtype, parse_qsl(snapshot.query))
-        count = min(_int(values.get("_count", str(req.count)), "_count"), self.parser.max_count) or req.count
+        count = min(require_uint(values.get("_count", str(req.count)), "_count"), self.parser.max_count) or req.count
         links = [("self", self._page_link(ctx, snapshot.snapshot_id, offset, count))]
         links += self._paging_links(ctx, snapshot, offset, count)
         total = snapshot.total if req.total != "none" else None
@@ -137,11 +137,11 @@ class SearchService:
         since = None
         if "_since" in values:
             try:
-                since = date_range(values["_since"])[0]
+                since = parse_instant(values["_since"])
             except ValueError as exc:
                 raise BadRequest(f"_since: {exc}.") from None
-        count = min(_int(values.get("_count", str(self.parser.default_count)), "_count"), self.parser.max_count)
-        cursor = _int(values["_cursor"], "_cursor") if "_cursor" in values else None
+        count = min(require_uint(values.get("_count", str(self.parser.default_count)), "_count"), self.parser.max_count)
+        cursor = require_uint(values["_cursor"], "_cursor") if "_cursor" in values else None
         if rid is not None and cursor is None and await self.store.read(rtype, rid) is None:
             raise NotFound(f"{rtype}/{rid} is not known.")
         versions, total = await self.store.history(HistoryQuery(rtype, rid, since, cursor, count))
@@ -152,13 +152,6 @@ class SearchService:
         if len(versions) == count and versions:
             links.append(("next", f"{path}?{urlencode({**keep, '_count': count, '_cursor': versions[-1].seq})}"))
         return bundle("history", [history_entry(ctx.base_url, v) for v in versions], total=total, links=links)
-
-
-def _int(value: str, name: str) -> int:
-    number = parse_uint(value)
-    if number is None:
-        raise BadRequest(f"{name} must be a non-negative integer, not '{value}'.")
-    return number
 
 
 def _elements(body: bytes, elements: list[str] | None) -> bytes | None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import re
 
+from gateway.errors import BadRequest
+
 # The resources that make up a shared care plan, its parties and its audit trail.
 SUPPORTED_TYPES: tuple[str, ...] = (
     "Patient", "RelatedPerson", "Practitioner", "PractitionerRole", "Organization",
@@ -27,3 +29,11 @@ def is_valid_id(value: str) -> bool:
 def parse_uint(value: str) -> int | None:
     """A non-negative integer small enough for any store column, else None."""
     return int(value) if isinstance(value, str) and _UINT_RE.match(value) else None
+
+
+def require_uint(value: str, name: str) -> int:
+    """``parse_uint`` for a request parameter: a 400 naming the parameter when it is not one."""
+    number = parse_uint(value)
+    if number is None:
+        raise BadRequest(f"{name} must be a non-negative integer, not '{value}'.")
+    return number

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from gateway.errors import BadRequest
 from gateway.fhir.references import parse_reference
-from gateway.fhir.types import SUPPORTED, parse_uint
+from gateway.fhir.types import SUPPORTED, require_uint
 from gateway.search.dates import date_range
 from gateway.search.extract import normalise
 from gateway.search.registry import SPECIAL, SearchRegistry
@@ -139,10 +139,7 @@ class QueryParser:
     # -- result parameters -------------------------------------------------------------
     def _result_param(self, req: SearchRequest, rtype: str, base: str, modifier: str, value: str) -> None:
         if base == "_count":
-            count = parse_uint(value)
-            if count is None:
-                raise BadRequest(f"_count must be a non-negative integer, not '{value}'.")
-            req.count = min(count, self.max_count)
+            req.count = min(require_uint(value, "_count"), self.max_count)
             if req.count == 0:
                 req.summary_count = True
         elif base == "_summary":

@@ -72,12 +72,6 @@ class Terminology:
                 out.open_systems.add(system)
         return out
 
-    def display(self, system: str, code: str) -> str | None:
-        for concept in _walk(self.code_systems.get(system, {}).get("concept", [])):
-            if concept.get("code") == code:
-                return concept.get("display")
-        return None
-
 
 def _walk(concepts: list[dict]) -> Any:
     for c in concepts:
