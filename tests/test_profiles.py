@@ -93,6 +93,16 @@ def assert_breaks(resource: dict, rule: str, *paths: str) -> None:
         assert SD in issue.diagnostics, issue.diagnostics
 
 
+def assert_breaks_each(resource: dict, *expected: tuple[str, str]) -> None:
+    """The resource fails with exactly one error issue per (rule, path) pair."""
+    errs = errors(resource)
+    assert sorted(p for i in errs for p in i.expression) == sorted(p for _, p in expected), \
+        [i.diagnostics for i in errs]
+    for rule, path in expected:
+        issue = next(i for i in errs if path in i.expression)
+        assert rule in issue.diagnostics and SD in issue.diagnostics, issue.diagnostics
+
+
 def ext(resource: dict, url_tail: str) -> list[dict]:
     return [e for e in resource.get("extension", []) if e["url"] == SD + url_tail]
 
@@ -448,7 +458,10 @@ def test_encounter_planned_discharge_date_is_a_date_time():
     res = encounter()
     date = sub(res["extension"][1], "date")
     date["valueString"] = date.pop("valueDateTime")
-    assert_breaks(res, "sam-enc-3", "Encounter.extension[1]")
+    # the extension's own definition restricts the type; the Encounter profile's invariant agrees
+    assert_breaks_each(res, ("sam-enc-3", "Encounter.extension[1]"),
+                       ("Extension.extension:date.value[x] must be of type dateTime",
+                        "Encounter.extension[1].extension[0].valueString"))
 
 
 def test_encounter_utskrivningsklar_has_its_time():
@@ -486,7 +499,9 @@ def test_encounter_utskrivningsklar_time_is_a_date_time():
     res = encounter()
     time = sub(res["extension"][4], "time")
     time["valueDate"] = time.pop("valueDateTime")[:10]
-    assert_breaks(res, "sam-enc-4", "Encounter.extension[4]")
+    assert_breaks_each(res, ("sam-enc-4", "Encounter.extension[4]"),
+                       ("Extension.extension:time.value[x] must be of type dateTime",
+                        "Encounter.extension[4].extension[0].valueDate"))
 
 
 def test_encounter_utskrivningsklar_revocation_is_not_before_the_notice():
@@ -523,7 +538,9 @@ def test_encounter_may_need_services_judgements_are_booleans():
     municipality_ = sub(res["extension"][0], "municipality")
     del municipality_["valueBoolean"]
     municipality_["valueString"] = "ja"
-    assert_breaks(res, "sam-enc-6", "Encounter.extension[0]")
+    assert_breaks_each(res, ("sam-enc-6", "Encounter.extension[0]"),
+                       ("Extension.extension:municipality.value[x] must be of type boolean",
+                        "Encounter.extension[0].extension[0].valueString"))
 
 
 # -- Task ---------------------------------------------------------------------------------------
@@ -1009,6 +1026,44 @@ def test_consent_permit_or_deny_is_per_organisation():
     res["provision"]["actor"] = [{"role": coding("http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
                                                  "IRCP"), "reference": {"reference": "RelatedPerson/tuva"}}]
     assert_breaks(res, "must reference Organization", "Consent.provision.actor[0].reference")
+
+
+# -- extension definitions, wherever the extension is used --------------------------------------------
+def test_complex_extension_slicing_is_closed_unknown_part_is_refused():
+    res = encounter()
+    res["extension"][3]["extension"].append({"url": "comment", "valueString": "ring först"})
+    assert_breaks(res, "Extension.extension is closed", "Encounter.extension[3].extension[2]")
+
+
+def test_extension_definition_applies_where_the_profile_does_not_restate_it():
+    # The Consent profile does not describe best-interest's value; the extension's own definition does.
+    res = best_interest()
+    res["extension"][0]["valueBoolean"] = True
+    del res["extension"][0]["valueString"]
+    assert_breaks(res, "Extension.value[x] must be of type string", "Consent.extension[0].valueBoolean")
+
+
+def test_extension_definition_applies_on_a_resource_without_a_profile():
+    res = {"resourceType": "Encounter", "status": "in-progress",
+           "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+           "extension": [{"url": SD + "utskrivningsklar", "valueDateTime": "2024-05-10T09:00:00+02:00"}]}
+    # a complex extension: its parts (at least one, and `time`) are missing and it may have no value
+    assert_breaks(res, "utskrivningsklar", "Encounter.extension[0].extension", "Encounter.extension[0].extension",
+                  "Encounter.extension[0].valueDateTime")
+
+
+def test_extension_is_refused_outside_its_context():
+    res = task()
+    res["extension"] = [{"url": SD + "overall-responsibility", "valueCodeableConcept": coding(CS_HUV, "kommun")}]
+    assert_breaks(res, "may only be used on CarePlan, not on Task", "Task.extension[0]")
+
+
+def test_extension_value_bound_to_a_value_set_is_checked_by_its_definition():
+    plan = sip()
+    del plan["meta"]  # no claimed profile: only the extension's own definition speaks
+    plan["extension"][0]["valueCodeableConcept"] = coding(CS_HUV, "privat-utforare")
+    errs = [i for i in V.issues(plan, "CarePlan") if i.severity == "error"]
+    assert [i.expression for i in errs if VS_HUV in i.diagnostics] == [["CarePlan.extension[0].valueCodeableConcept"]]
 
 
 # -- over HTTP ------------------------------------------------------------------------------------------

@@ -48,6 +48,9 @@ class Rule:
     binding: tuple[str, str] | None = None  # (strength, value set url)
     targets: list[str] = field(default_factory=list)  # allowed Reference target types
     invariants: list[Invariant] = field(default_factory=list)
+    choice_types: list[str] = field(default_factory=list)  # value[x] restricted to these type codes
+    closed: bool = False  # slicing rules "closed": every member must match one of the slices
+    slice_selectors: list[dict] = field(default_factory=list)  # of the slices, when closed
 
 
 @dataclass
@@ -55,11 +58,16 @@ class Profile:
     url: str
     rtype: str
     rules: list[Rule]
+    contexts: list[str] = field(default_factory=list)  # an extension's element contexts, e.g. "Encounter"
 
-    def validate(self, resource: dict, terminology: Terminology) -> list[Issue]:
+    def validate(self, resource: dict, terminology: Terminology, node: Any = None,
+                 path: str | None = None) -> list[Issue]:
+        """Issues of ``node`` (default: the resource itself) at concrete ``path``; an extension
+        profile is applied to each extension instance inside ``resource`` this way."""
         issues: list[Issue] = []
+        node = resource if node is None else node
         for rule in self.rules:
-            issues += _check(rule, resource, self.rtype, terminology)
+            issues += _check(rule, node, path or self.rtype, resource, terminology)
         for issue in issues:
             issue.diagnostics = f"{issue.diagnostics} (profile {self.url})"
         return issues
@@ -100,11 +108,20 @@ def compile_profile(sd: dict) -> Profile:
             rule.binding = (el["binding"]["strength"], el["binding"]["valueSet"])
         for t in el.get("type", []):
             rule.targets += [p.rsplit("/", 1)[-1] for p in t.get("targetProfile", [])]
+        if el["path"].endswith("[x]") and el.get("type"):
+            rule.choice_types = [t["code"] for t in el["type"]]
+        if (el.get("slicing") or {}).get("rules") == "closed":
+            rule.closed = True
         for c in el.get("constraint", []):
             rule.invariants.append(Invariant(c["key"], c.get("severity", "error"), c.get("human", ""),
                                              c["expression"], fhirpathpy.compile(c["expression"], _MODEL)))
         rules[element_id] = rule
-    return Profile(sd["url"], rtype, list(rules.values()))
+    for sliced in (r for r in rules.values() if r.closed):
+        prefix = f"{sliced.element_id}:"
+        sliced.slice_selectors = [r.selector for r in rules.values() if r.element_id.startswith(prefix)
+                                  and "." not in r.element_id[len(prefix):] and r.selector is not None]
+    contexts = [c["expression"] for c in sd.get("context", []) if c.get("type") == "element"]
+    return Profile(sd["url"], rtype, list(rules.values()), contexts)
 
 
 def _steps(path: str, rtype: str) -> list[str]:
@@ -169,21 +186,47 @@ def _matches(value: Any, pattern: Any) -> bool:
     return value == pattern
 
 
-def _check(rule: Rule, resource: dict, rtype: str, terminology: Terminology) -> list[Issue]:
+def _check(rule: Rule, node: Any, root_path: str, resource: dict, terminology: Terminology) -> list[Issue]:
     issues: list[Issue] = []
     filters = dict(rule.filters)
     if rule.selector is not None:  # a slice: its cardinality and values concern matching members only
         filters[len(rule.steps) - 1] = rule.selector
     if rule.steps:
         last = rule.steps[-1]
-        for parent_path, parent in _instances(resource, rule.steps[:-1], rtype, filters):
+        for parent_path, parent in _instances(node, rule.steps[:-1], root_path, filters):
             members = _children(parent, last)
             if rule.selector is not None:
                 members = [m for m in members if _matches(m, rule.selector)]
             name = _name_of(parent, last) if isinstance(parent, dict) else last
             issues += _cardinality(rule, len(members), f"{parent_path}.{name}")
-    for path, value in (_instances(resource, rule.steps, rtype, filters) if rule.steps else [(rtype, resource)]):
+            if members and rule.choice_types:
+                issues += _choice_type(rule, name, f"{parent_path}.{name}")
+            if rule.closed:
+                issues += _closed(rule, members, isinstance(parent.get(name), list), f"{parent_path}.{name}")
+    instances = _instances(node, rule.steps, root_path, filters) if rule.steps else [(root_path, node)]
+    for path, value in instances:
         issues += _check_value(rule, path, value, resource, terminology)
+    return issues
+
+
+def _choice_type(rule: Rule, name: str, path: str) -> list[Issue]:
+    stem = rule.steps[-1][:-3]
+    allowed = [stem + t[:1].upper() + t[1:] for t in rule.choice_types]
+    if name in allowed:
+        return []
+    return [Issue("structure", f"{path}: {rule.element_id} must be of type {' or '.join(rule.choice_types)} "
+                               f"({' or '.join(allowed)}), not {name}", expression=[path])]
+
+
+def _closed(rule: Rule, members: list[Any], many: bool, path: str) -> list[Issue]:
+    """Slicing rules "closed": a member that no slice describes is not allowed."""
+    issues = []
+    for i, member in enumerate(members):
+        if not any(_matches(member, s) for s in rule.slice_selectors):
+            at = f"{path}[{i}]" if many else path
+            shown = f" (url {member['url']})" if isinstance(member, dict) and "url" in member else ""
+            issues.append(Issue("structure", f"{at}: {rule.element_id} is closed; this member{shown} matches "
+                                             "none of its slices", expression=[at]))
     return issues
 
 
@@ -216,8 +259,7 @@ def _check_value(rule: Rule, path: str, value: Any, resource: dict, terminology:
                                 expression=[path]))
     for inv in rule.invariants:
         try:
-            ok = inv.evaluate(resource if path.count(".") == 0 else value,
-                              {"resource": resource, "rootResource": resource})
+            ok = inv.evaluate(value, {"resource": resource, "rootResource": resource})
         except Exception as exc:
             # A rule that cannot be evaluated must not let the resource through unchecked.
             log.warning("invariant %s could not be evaluated: %s", inv.key, type(exc).__name__)

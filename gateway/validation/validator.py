@@ -3,11 +3,15 @@
 Profiles that apply to a resource: those the gateway requires for its type
 (``GATEWAY_REQUIRED_PROFILES``) plus those it claims in ``meta.profile``. A claimed profile
 this server does not hold is reported as a warning, not refused: clients legitimately claim
-other guides' profiles (HL7 Sweden base, national profiles).
+other guides' profiles (HL7 Sweden base, national profiles). Every extension instance whose
+url is one of our extension definitions is checked against that definition, wherever it
+occurs, so a profile need not restate an extension's inner rules.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any, Iterator
 
 from gateway.errors import Issue
 from gateway.validation.base import base_issues, raise_if_errors
@@ -21,6 +25,7 @@ class Validator:
         self.profiles = profiles
         self.terminology = terminology
         self.required = required or {}
+        self.extensions = {url: p for url, p in profiles.items() if p.rtype == "Extension"}
         unknown = [u for urls in self.required.values() for u in urls if u not in profiles]
         if unknown:
             raise ValueError(f"required profiles not found in profiles/: {', '.join(unknown)}")
@@ -46,11 +51,39 @@ class Validator:
                                     expression=[f"{rtype}.meta.profile"]))
             else:
                 issues += profile.validate(resource, self.terminology)
+        # A profile restating an extension's rules and the extension's own definition find the
+        # same fault: report it once, in the profile's wording.
+        found = {(i.code, tuple(i.expression)) for i in issues}
+        for path, extension in _extensions(resource, rtype):
+            definition = self.extensions.get(extension.get("url"))
+            if definition is None:
+                continue
+            holder = re.sub(r"\[\d+\]", "", path.rsplit(".", 1)[0])  # Encounter.extension[3] → Encounter
+            if definition.contexts and holder not in definition.contexts and "Element" not in definition.contexts:
+                issues.append(Issue("structure", f"{path}: extension {definition.url} may only be used on "
+                                    f"{' or '.join(definition.contexts)}, not on {holder}", expression=[path]))
+                continue
+            issues += [i for i in definition.validate(resource, self.terminology, extension, path)
+                       if (i.code, tuple(i.expression)) not in found]
         return issues
 
     def validate(self, resource: dict, rtype: str) -> None:
         """Raise ``InvalidResource`` (422) if any issue is an error."""
         raise_if_errors(self.issues(resource, rtype), rtype)
+
+
+def _extensions(node: Any, path: str) -> Iterator[tuple[str, dict]]:
+    """Every (concrete path, extension) in ``node``, nested ones included."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            child = f"{path}.{key}"
+            if isinstance(value, list):
+                for i, item in enumerate(value):
+                    if key in ("extension", "modifierExtension") and isinstance(item, dict):
+                        yield f"{child}[{i}]", item
+                    yield from _extensions(item, f"{child}[{i}]")
+            elif isinstance(value, dict):
+                yield from _extensions(value, child)
 
 
 def parse_required(text: str) -> dict[str, list[str]]:
