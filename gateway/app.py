@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from gateway.api import errors
+from gateway.api.auth import AuthGate
 from gateway.api.router import FhirMount, FhirRouter
 from gateway.api.routes import FhirHandlers
 from gateway.fhir.server import FhirServer
@@ -17,20 +18,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     store = SqliteStore(settings.db_path, settings.sqlite_synchronous)
     server = FhirServer(settings, store)
+    gate = AuthGate(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await store.open()
+        gate.open(settings.db_path)
         try:
             yield
         finally:
+            gate.close()
             await store.close()
 
     app = FastAPI(title="Samverkan Gateway", version="0.1.0", lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.fhir = server
-    # FHIR lives under /fhir with its own URL grammar; FastAPI routes (token endpoint,
-    # administration) join beside it with later issues.
-    app.add_middleware(FhirMount, router=FhirRouter(FhirHandlers(server)))
+    app.state.auth = gate
+    # FHIR (and its SMART token endpoint) lives under /fhir with its own URL grammar.
+    app.add_middleware(FhirMount, router=FhirRouter(FhirHandlers(server), gate))
     errors.install(app)
     return app

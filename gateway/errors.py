@@ -53,6 +53,16 @@ class InvalidResource(FhirError):
     status, code = 422, "processing"
 
 
+class Unauthorized(FhirError):
+    """No valid bearer token: the response carries ``WWW-Authenticate``."""
+    status, code = 401, "login"
+
+
+class Forbidden(FhirError):
+    """The token is valid but its scopes do not allow this interaction on this type."""
+    status, code = 403, "forbidden"
+
+
 class NotFound(FhirError):
     status, code = 404, "not-found"
 

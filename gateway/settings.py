@@ -12,6 +12,8 @@
 | GATEWAY_SQLITE_SYNCHRONOUS | FULL | SQLite `synchronous`; FULL: an acknowledged write survives power loss |
 | GATEWAY_PROFILES_DIR | <repo>/profiles | SearchParameters and profiles loaded at start |
 | GATEWAY_REQUIRED_PROFILES | (none) | profiles every write of a type must meet: `Task=url;CarePlan=url1 url2` |
+| GATEWAY_SECURITY | on | `off` trusts every request (no tokens, no access checks): benchmarks and experiments only |
+| GATEWAY_TOKEN_LIFETIME | 300 | seconds an access token is valid |
 | GATEWAY_LOG_LEVEL | info | log level (logs never carry patient data) |
 """
 from __future__ import annotations
@@ -41,6 +43,8 @@ class Settings:
     sqlite_synchronous: str = "FULL"
     profiles_dir: Path = field(default=REPO_PROFILES)
     required_profiles: str = ""
+    security: str = "on"
+    token_lifetime: int = 300
     log_level: str = "info"
 
     @classmethod
@@ -59,6 +63,8 @@ class Settings:
             sqlite_synchronous=_env("SQLITE_SYNCHRONOUS", cls.sqlite_synchronous).upper(),
             profiles_dir=Path(_env("PROFILES_DIR", str(REPO_PROFILES))),
             required_profiles=_env("REQUIRED_PROFILES", ""),
+            security=_env("SECURITY", cls.security).lower(),
+            token_lifetime=int(_env("TOKEN_LIFETIME", str(cls.token_lifetime))),
             log_level=_env("LOG_LEVEL", cls.log_level),
         )
 

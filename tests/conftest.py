@@ -14,6 +14,8 @@ import httpx
 import pytest
 
 from gateway.app import create_app
+from gateway.auth.keys import client_assertion, generate_key
+from gateway.auth.registry import ClientRegistry
 from gateway.settings import Settings
 
 BASE = "http://test"
@@ -29,10 +31,39 @@ TEST_PNR_2 = "201212121212"
 TEST_PNR_3 = "199001012385"
 
 
+TEST_ORG = "SE2321000016-GWTEST"  # the organisation the default test client acts for
+
+
 # -- app and client -------------------------------------------------------------------
+def register_client(db_path: str, organization: str = TEST_ORG, scopes: str = "system/*.cruds",
+                    admin: bool = False, alg: str = "ES384") -> tuple[str, bytes, str]:
+    """A registered client with a fresh key pair: (client id, private key PEM, kid)."""
+    pem, jwk = generate_key(alg)
+    registry = ClientRegistry(db_path)
+    try:
+        client = registry.add("test client", organization, {"keys": [jwk]}, scopes, admin)
+    finally:
+        registry.close()
+    return client.client_id, pem, jwk["kid"]
+
+
+async def get_token(client: httpx.AsyncClient, db_path: str, scope: str = "system/*.cruds", **register) -> str:
+    """Register a client for ``register['organization']`` and get an access token over the API,
+    as a real backend service would."""
+    client_id, pem, kid = register_client(db_path, **register)
+    token_url = f"{client.base_url}{FHIR}/auth/token".replace("//fhir", "/fhir")
+    form = {"grant_type": "client_credentials", "scope": scope,
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": client_assertion(client_id, pem, token_url, kid)}
+    r = await client.post(f"{FHIR}/auth/token", data=form)
+    assert r.status_code == 200, r.text
+    return r.json()["access_token"]
+
+
 @asynccontextmanager
-async def running_gateway(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """A gateway with its lifespan running, and a client talking to it in-process.
+async def running_gateway(settings: Settings, authorised: bool = True) -> AsyncIterator[httpx.AsyncClient]:
+    """A gateway with its lifespan running, and a client talking to it in-process; unless
+    ``authorised`` is False the client carries a token for TEST_ORG with system/*.cruds.
 
     ``raise_app_exceptions=False``: a server bug comes back as the 500 a real client would
     see, so tests can assert "never 500" instead of crashing on the exception.
@@ -41,6 +72,8 @@ async def running_gateway(settings: Settings) -> AsyncIterator[httpx.AsyncClient
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url=BASE, timeout=30) as client:
+            if authorised and settings.security != "off":
+                client.headers["Authorization"] = f"Bearer {await get_token(client, settings.db_path)}"
             yield client
 
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import uvicorn
 
-from conftest import FHIR, FHIR_JSON, PATCH_JSON, PNR_SYSTEM, TEST_PNR, create, history, patient, task
+from conftest import FHIR, FHIR_JSON, PATCH_JSON, PNR_SYSTEM, TEST_PNR, create, get_token, history, patient, task
 from gateway.app import create_app
 from gateway.settings import Settings
 
@@ -154,8 +154,10 @@ def http_base(settings):
         yield base
 
 
-async def _http_rounds(base_a: str, base_b: str, rounds: int) -> None:
+async def _http_rounds(base_a: str, base_b: str, rounds: int, db_path: str) -> None:
     async with httpx.AsyncClient(base_url=base_a, timeout=30) as a, httpx.AsyncClient(base_url=base_b, timeout=30) as b:
+        for c in (a, b):
+            c.headers["Authorization"] = f"Bearer {await get_token(c, db_path)}"
         r = await a.post(f"{FHIR}/CarePlan", json={"resourceType": "CarePlan", "status": "active", "intent": "plan",
                                                   "subject": {"reference": "Patient/p1"}}, headers=FHIR_JSON)
         assert r.status_code == 201, r.text
@@ -177,8 +179,8 @@ async def _http_rounds(base_a: str, base_b: str, rounds: int) -> None:
         assert [by_version[v].get("description") for v in range(2, rounds + 2)] == winners
 
 
-async def test_concurrent_if_match_updates_over_real_http_exactly_one_wins_each_round(http_base):
-    await _http_rounds(http_base, http_base, rounds=10)
+async def test_concurrent_if_match_updates_over_real_http_exactly_one_wins_each_round(http_base, settings):
+    await _http_rounds(http_base, http_base, rounds=10, db_path=settings.db_path)
 
 
 async def test_two_gateway_instances_on_one_database_never_lose_an_update(tmp_path):
@@ -186,7 +188,7 @@ async def test_two_gateway_instances_on_one_database_never_lose_an_update(tmp_pa
     holds across them, because it is made inside the store's write transaction."""
     settings = Settings(db_path=str(tmp_path / "shared.sqlite"))
     with serving(settings) as one, serving(settings) as two:
-        await _http_rounds(one, two, rounds=6)
+        await _http_rounds(one, two, rounds=6, db_path=settings.db_path)
 
 
 # -- the store's write queue -----------------------------------------------------------

@@ -23,7 +23,12 @@ def fhir_response(body: bytes, status: int = 200, headers: dict | None = None) -
 
 
 def error_response(exc: FhirError) -> Response:
-    return fhir_response(dumps(exc.outcome()), exc.status)
+    headers = None
+    if exc.status == 401:
+        text = exc.issues[0].diagnostics if exc.issues else ""
+        description = text.replace('"', "'").encode("ascii", "replace").decode()  # header values are latin-1
+        headers = {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{description}"'}
+    return fhir_response(dumps(exc.outcome()), exc.status, headers)
 
 
 def resource_headers(stored: StoredResource) -> dict[str, str]:
@@ -85,4 +90,5 @@ def context(request: Request, base_url: str | None) -> RequestContext:
         host = request.headers.get("host", "localhost")
         base_url = f"{request.scope.get('scheme', 'http')}://{host}{request.scope.get('root_path', '')}/fhir"
     p = prefer(request)
-    return RequestContext(base_url, lenient=p.get("handling") == "lenient", prefer_return=p.get("return"))
+    return RequestContext(base_url, lenient=p.get("handling") == "lenient", prefer_return=p.get("return"),
+                          caller=request.scope.get("gateway.caller"))

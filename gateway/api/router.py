@@ -12,7 +12,8 @@ import logging
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from gateway.api.http import error_response
+from gateway.api.auth import SMART_CONFIG_PATH, TOKEN_PATH, AuthGate
+from gateway.api.http import context, error_response
 from gateway.api.routes import FhirHandlers
 from gateway.errors import FhirError, MethodNotAllowed, NotFound
 
@@ -61,7 +62,9 @@ class FhirMount:
 
 
 class FhirRouter:
-    def __init__(self, handlers: FhirHandlers):
+    def __init__(self, handlers: FhirHandlers, gate: AuthGate):
+        self.gate = gate
+        self.base_url = handlers.base_url
         h = handlers
         self.table = {
             "": {"GET": h.system_get, "POST": h.transaction_or_batch},
@@ -90,8 +93,15 @@ class FhirRouter:
         await response(scope, receive, send)
 
     async def _dispatch(self, request: Request, scope: Scope):
-        segments = [s for s in fhir_path(scope)[len(PREFIX):].split("/") if s]
+        relative = fhir_path(scope)[len(PREFIX):]
+        if relative == TOKEN_PATH:
+            return await self.gate.token(request, context(request, self.base_url).base_url)
+        if relative == SMART_CONFIG_PATH:
+            return self.gate.smart_configuration(context(request, self.base_url).base_url)
+        segments = [s for s in relative.split("/") if s]
         pattern, args = _shape(segments)
+        if pattern != "metadata":  # the CapabilityStatement is public; everything else needs a token
+            scope["gateway.caller"] = self.gate.caller(request, context(request, self.base_url).base_url)
         methods = self.table.get(pattern)
         if methods is None:
             raise NotFound(f"No FHIR interaction at {scope['path']}; /fhir/metadata lists what this server does.")

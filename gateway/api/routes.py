@@ -89,7 +89,8 @@ class FhirHandlers:
     async def create(self, request: Request, rtype: str) -> Response:
         check_accept(request)
         resource = await read_json(request, self.limit)
-        result = await self.core.create(rtype, resource, request.headers.get("if-none-exist"))
+        result = await self.core.create(rtype, resource, request.headers.get("if-none-exist"),
+                                        context(request, self.base_url))
         return self._write_response(request, result)
 
     async def conditional_update(self, request: Request, rtype: str) -> Response:
@@ -98,7 +99,8 @@ class FhirHandlers:
         if not query:
             raise BadRequest("PUT to a type needs search criteria (conditional update) or an id in the URL.")
         resource = await read_json(request, self.limit)
-        return self._write_response(request, await self.core.conditional_update(rtype, query, resource))
+        ctx = context(request, self.base_url)
+        return self._write_response(request, await self.core.conditional_update(rtype, query, resource, ctx))
 
     async def type_history(self, request: Request, rtype: str) -> Response:
         check_accept(request)
@@ -107,7 +109,7 @@ class FhirHandlers:
     # -- instance level ----------------------------------------------------------------
     async def read(self, request: Request, rtype: str, rid: str) -> Response:
         check_accept(request)
-        stored = await self.core.read(rtype, rid)
+        stored = await self.core.read(rtype, rid, context(request, self.base_url))
         headers = resource_headers(stored)
         none_match = request.headers.get("if-none-match")
         if none_match and _etag_matches(none_match, stored.vid):
@@ -117,18 +119,20 @@ class FhirHandlers:
     async def update(self, request: Request, rtype: str, rid: str) -> Response:
         check_accept(request)
         resource = await read_json(request, self.limit)
-        result = await self.core.update(rtype, rid, resource, request.headers.get("if-match"))
+        result = await self.core.update(rtype, rid, resource, request.headers.get("if-match"),
+                                        context(request, self.base_url))
         return self._write_response(request, result)
 
     async def patch(self, request: Request, rtype: str, rid: str) -> Response:
         check_accept(request)
         patch_doc = parse_json(await read_body(request, self.limit, PATCH_TYPES))
-        result = await self.core.patch(rtype, rid, patch_doc, request.headers.get("if-match"))
+        result = await self.core.patch(rtype, rid, patch_doc, request.headers.get("if-match"),
+                                       context(request, self.base_url))
         return self._write_response(request, result)
 
     async def delete(self, request: Request, rtype: str, rid: str) -> Response:
         check_accept(request)
-        result = await self.core.delete(rtype, rid)
+        result = await self.core.delete(rtype, rid, context(request, self.base_url))
         return Response(status_code=204, headers=resource_headers(result.stored) if result else {})
 
     async def instance_history(self, request: Request, rtype: str, rid: str) -> Response:
@@ -150,12 +154,12 @@ class FhirHandlers:
         body = await read_json(request, self.limit) if request.method == "POST" else None
         mode = dict(_query(request)).get("mode")
         resource, mode = unpack_validate_parameters(body, mode)
-        outcome = await self.core.validate(rtype, resource, mode, rid)
+        outcome = await self.core.validate(rtype, resource, mode, rid, context(request, self.base_url))
         return fhir_response(dumps(outcome))
 
     async def vread(self, request: Request, rtype: str, rid: str, vid: str) -> Response:
         check_accept(request)
-        stored = await self.core.vread(rtype, rid, vid)
+        stored = await self.core.vread(rtype, rid, vid, context(request, self.base_url))
         return fhir_response(stored.body, 200, resource_headers(stored))
 
 

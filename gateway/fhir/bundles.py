@@ -100,14 +100,14 @@ class BundleProcessor:
         results: dict[int, Outcome] = {}
         _reject_duplicates(entries)
         async with self.core.store.transaction() as tx:
-            ids = await self._assign_ids(tx, entries)
+            ids = await self._assign_ids(tx, entries, ctx)
             for e in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
                 if e.method in ("GET", "HEAD"):
                     continue
                 try:
                     if isinstance(e.resource, dict):
-                        await self._resolve_references(tx, e, ids)
-                    results[e.index] = await self._write(tx, e, ids.get(e.full_url or ""))
+                        await self._resolve_references(tx, e, ids, ctx)
+                    results[e.index] = await self._write(tx, e, ids.get(e.full_url or ""), ctx)
                 except FhirError as exc:
                     where = f"Bundle.entry[{e.index}] ({e.method} {e.request.get('url')})"
                     for issue in exc.issues:
@@ -118,7 +118,7 @@ class BundleProcessor:
                 results[e.index] = await self._read_entry(e, ctx)
         return [results[e.index] for e in entries]
 
-    async def _assign_ids(self, tx: Transaction, entries: list[Entry]) -> dict[str, str]:
+    async def _assign_ids(self, tx: Transaction, entries: list[Entry], ctx: RequestContext) -> dict[str, str]:
         """fullUrl (urn:uuid:…) → "Type/id" for every entry that creates or updates a resource."""
         ids: dict[str, str] = {}
         for e in entries:
@@ -127,49 +127,53 @@ class BundleProcessor:
             if e.method == "POST" and e.rtype:
                 existing = None
                 if e.request.get("ifNoneExist"):
-                    existing = await self.core.match_one(tx, e.rtype, e.request["ifNoneExist"], "ifNoneExist")
+                    existing = await self.core.match_one(tx, e.rtype, e.request["ifNoneExist"], "ifNoneExist", ctx)
                 ids[e.full_url] = f"{e.rtype}/{existing.rid if existing else uuid.uuid4()}"
             elif e.method == "PUT" and e.rtype and e.rid:
                 ids[e.full_url] = f"{e.rtype}/{e.rid}"
             elif e.method == "PUT" and e.rtype and e.query:
-                existing = await self.core.match_one(tx, e.rtype, e.query, "conditional update")
+                existing = await self.core.match_one(tx, e.rtype, e.query, "conditional update", ctx)
                 rid = existing.rid if existing else (e.resource or {}).get("id") or str(uuid.uuid4())
                 if not isinstance(rid, str):
                     raise BadRequest(f"Bundle.entry[{e.index}].resource.id must be a string.")
                 ids[e.full_url] = f"{e.rtype}/{rid}"
         return ids
 
-    async def _resolve_references(self, tx: Transaction, e: Entry, ids: dict[str, str]) -> None:
+    async def _resolve_references(self, tx: Transaction, e: Entry, ids: dict[str, str],
+                                  ctx: RequestContext) -> None:
         conditional: dict[str, str] = {}
         for ref in iter_references(e.resource):
             m = _CONDITIONAL_REF.match(ref)
             if m and ref not in conditional and m.group(1) in SUPPORTED:
-                found = await self.core.match_one(tx, m.group(1), m.group(2), f"reference {ref}")
+                found = await self.core.match_one(tx, m.group(1), m.group(2), f"reference {ref}", ctx)
                 if found is None:
                     raise PreconditionFailed(f"Conditional reference '{ref}' matches no {m.group(1)}.")
                 conditional[ref] = f"{found.rtype}/{found.rid}"
         rewrite_references(e.resource, lambda ref: ids.get(ref) or conditional.get(ref))
 
-    async def _write(self, tx: Transaction, e: Entry, assigned: str | None) -> Outcome:
+    async def _write(self, tx: Transaction, e: Entry, assigned: str | None, ctx: RequestContext) -> Outcome:
         core = self.core
         if e.method in ("POST", "PUT"):
             self._require(e, isinstance(e.resource, dict), f"A {e.method} entry needs a resource")
         if e.method == "POST":
             self._require(e, e.rtype and not e.rid, "POST url must be a resource type, e.g. 'Task'")
             rid = assigned.split("/", 1)[1] if assigned else None
-            return _write_outcome(await core.create_in(tx, e.rtype, e.resource, e.request.get("ifNoneExist"), rid))
+            return _write_outcome(await core.create_in(tx, e.rtype, e.resource, e.request.get("ifNoneExist"), rid,
+                                                        ctx=ctx))
         if e.method == "PUT":
             if e.rid is None and e.query:
                 body = e.resource if not assigned else {**e.resource, "id": assigned.split("/", 1)[1]}
-                return _write_outcome(await core.conditional_update_in(tx, e.rtype, e.query, body))
+                return _write_outcome(await core.conditional_update_in(tx, e.rtype, e.query, body, ctx=ctx))
             self._require(e, e.rtype and e.rid and not e.rest, "PUT url must be Type/id or Type?criteria")
-            return _write_outcome(await core.update_in(tx, e.rtype, e.rid, e.resource, e.request.get("ifMatch")))
+            return _write_outcome(await core.update_in(tx, e.rtype, e.rid, e.resource, e.request.get("ifMatch"),
+                                                        ctx=ctx))
         if e.method == "PATCH":
             self._require(e, e.rtype and e.rid, "PATCH url must be Type/id")
-            return _write_outcome(await core.patch_in(tx, e.rtype, e.rid, _json_patch(e), e.request.get("ifMatch")))
+            return _write_outcome(await core.patch_in(tx, e.rtype, e.rid, _json_patch(e), e.request.get("ifMatch"),
+                                                       ctx=ctx))
         self._require(e, e.rtype and e.rid and not e.query, "DELETE url must be Type/id (conditional delete "
                                                             "is not supported)")
-        await core.delete_in(tx, e.rtype, e.rid)
+        await core.delete_in(tx, e.rtype, e.rid, ctx)
         return Outcome("204 No Content")
 
     @staticmethod
@@ -188,9 +192,9 @@ class BundleProcessor:
             if e.rest == ["_history"]:
                 return Outcome("200 OK", resource=await self.search.history(e.rtype, e.rid, [], ctx))
             if len(e.rest) == 2 and e.rest[0] == "_history":
-                stored = await self.core.vread(e.rtype, e.rid, e.rest[1])
+                stored = await self.core.vread(e.rtype, e.rid, e.rest[1], ctx)
             else:
-                stored = await self.core.read(e.rtype, e.rid)
+                stored = await self.core.read(e.rtype, e.rid, ctx)
             return Outcome("200 OK", {"etag": stored.etag, "lastModified": format_instant(stored.last_updated_us)},
                            stored.body)
         except FhirError as exc:
@@ -202,8 +206,8 @@ class BundleProcessor:
         try:
             async with self.core.store.transaction() as tx:
                 if isinstance(e.resource, dict):
-                    await self._resolve_references(tx, e, {})
-                return await self._write(tx, e, None)
+                    await self._resolve_references(tx, e, {}, ctx)
+                return await self._write(tx, e, None, ctx)
         except FhirError as exc:
             return _error_outcome(exc)
 

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.access.caller import Caller
+
 
 @dataclass(frozen=True)
 class RequestContext:
     base_url: str  # public FHIR base, no trailing slash: for Location, fullUrl, links
     lenient: bool = False  # Prefer: handling=lenient — ignore unknown search parameters
     prefer_return: str | None = None  # Prefer: return=minimal|representation|OperationOutcome
-    # The caller's identity (organisation, scopes) joins here with the access issue.
+    caller: Caller | None = None  # None: a trusted internal caller (or GATEWAY_SECURITY=off)

@@ -13,12 +13,14 @@ from urllib.parse import parse_qsl
 
 import jsonpatch
 
+from gateway.access.policy import AccessPolicy
 from gateway.errors import (
     BadRequest, Conflict, Gone, Issue, MethodNotAllowed, NotFound, PreconditionFailed, UnprocessablePatch, information_outcome,
     operation_outcome,
 )
 from gateway.fhir.canonical import canonical_resource, dumps, parse_json
 from gateway.fhir.conformance import CONFORMANCE_TYPES, ConformanceLibrary
+from gateway.fhir.context import RequestContext
 from gateway.fhir.types import SUPPORTED, is_valid_id, parse_uint
 from gateway.search.dates import now_us
 from gateway.search.extract import index_resource
@@ -79,43 +81,47 @@ def unpack_validate_parameters(body: object, mode: str | None) -> tuple[object, 
 
 class FhirCore:
     def __init__(self, store: Store, registry: SearchRegistry, parser: QueryParser, validator: Validator,
-                 conformance: ConformanceLibrary | None = None):
+                 conformance: ConformanceLibrary | None = None, access: AccessPolicy | None = None):
         self.conformance = conformance or ConformanceLibrary([])
+        self.access = access or AccessPolicy(store, parser.local_base)
         self.store = store
         self.registry = registry
         self.parser = parser
         self.validator = validator
 
     # -- reads ---------------------------------------------------------------------
-    async def read(self, rtype: str, rid: str) -> StoredResource:
+    async def read(self, rtype: str, rid: str, ctx: RequestContext | None = None) -> StoredResource:
         if rtype in CONFORMANCE_TYPES:
             return self.conformance.read(rtype, rid)
         check_type(rtype)
+        self.access.check_scope(ctx, rtype, "r")
         found = await self.store.read(rtype, rid)
-        if found is None:
+        if found is None or not await self.access.can_see(ctx, found):  # forbidden looks missing
             raise NotFound(f"{rtype}/{rid} is not known.")
         if found.deleted:
             raise Gone(f"{rtype}/{rid} was deleted (version {found.vid}).")
         return found
 
-    async def vread(self, rtype: str, rid: str, vid: str) -> StoredResource:
+    async def vread(self, rtype: str, rid: str, vid: str, ctx: RequestContext | None = None) -> StoredResource:
         if rtype in CONFORMANCE_TYPES:
             found = self.conformance.read(rtype, rid)
             if vid != "1":
                 raise NotFound(f"{rtype}/{rid} has only version 1 on this server.")
             return found
         check_type(rtype)
+        self.access.check_scope(ctx, rtype, "r")
         version = parse_uint(vid)
         if version is None:
             raise NotFound(f"{rtype}/{rid} has no version '{vid}'; versions are numbers.")
         found = await self.store.read_version(rtype, rid, version)
-        if found is None:
+        if found is None or not await self.access.can_see(ctx, found):
             raise NotFound(f"{rtype}/{rid} has no version {vid}.")
         if found.deleted:
             raise Gone(f"Version {vid} of {rtype}/{rid} records its deletion.")
         return found
 
-    async def validate(self, rtype: str, resource: object, mode: str | None, rid: str | None) -> dict:
+    async def validate(self, rtype: str, resource: object, mode: str | None, rid: str | None,
+                       ctx: RequestContext | None = None) -> dict:
         """``$validate``: an OperationOutcome listing every issue (severity, code, expression),
         without storing anything. ``mode`` create/update/delete adds that interaction's rules."""
         check_type(rtype)
@@ -123,7 +129,7 @@ class FhirCore:
             raise BadRequest(f"mode={mode} is not supported; use create, update, delete or profile.")
         issues: list[Issue] = []
         if mode == "delete" or (resource is None and rid is not None):
-            stored = await self.read(rtype, rid) if rid else None
+            stored = await self.read(rtype, rid, ctx) if rid else None
             if mode == "delete":
                 if rid is None:
                     raise BadRequest("$validate with mode=delete needs an instance: POST [type]/[id]/$validate.")
@@ -145,88 +151,118 @@ class FhirCore:
         return operation_outcome(issues)
 
     # -- writes --------------------------------------------------------------------
-    async def create(self, rtype: str, resource: dict, if_none_exist: str | None = None) -> WriteResult:
+    async def create(self, rtype: str, resource: dict, if_none_exist: str | None = None,
+                     ctx: RequestContext | None = None) -> WriteResult:
         check_type(rtype)
+        self.access.check_scope(ctx, rtype, "c")
         self._check_body(rtype, resource)
         prepared = self.prepare(rtype, resource)
         async with self.store.transaction() as tx:
-            return await self.create_in(tx, rtype, resource, if_none_exist, prepared=prepared)
+            return await self.create_in(tx, rtype, resource, if_none_exist, prepared=prepared, ctx=ctx)
 
-    async def update(self, rtype: str, rid: str, resource: dict, if_match: str | None = None) -> WriteResult:
+    async def update(self, rtype: str, rid: str, resource: dict, if_match: str | None = None,
+                     ctx: RequestContext | None = None) -> WriteResult:
         self._check_update(rtype, rid, resource)
+        self.access.check_scope(ctx, rtype, "u")
         prepared = self.prepare(rtype, resource)
         async with self.store.transaction() as tx:
-            return await self.update_in(tx, rtype, rid, resource, if_match, prepared=prepared)
+            return await self.update_in(tx, rtype, rid, resource, if_match, prepared=prepared, ctx=ctx)
 
-    async def conditional_update(self, rtype: str, query: str, resource: dict) -> WriteResult:
+    async def conditional_update(self, rtype: str, query: str, resource: dict,
+                                 ctx: RequestContext | None = None) -> WriteResult:
         check_type(rtype)
+        self.access.check_scope(ctx, rtype, "u")
         self._check_body(rtype, resource)
         prepared = self.prepare(rtype, resource)
         async with self.store.transaction() as tx:
-            return await self.conditional_update_in(tx, rtype, query, resource, prepared=prepared)
+            return await self.conditional_update_in(tx, rtype, query, resource, prepared=prepared, ctx=ctx)
 
-    async def patch(self, rtype: str, rid: str, patch: object, if_match: str | None = None) -> WriteResult:
+    async def patch(self, rtype: str, rid: str, patch: object, if_match: str | None = None,
+                    ctx: RequestContext | None = None) -> WriteResult:
         check_type(rtype)
+        self.access.check_scope(ctx, rtype, "u")
         base = await self.store.read(rtype, rid)  # apply and validate before taking the write lock
-        ahead = self._apply_patch(rtype, rid, base, patch) if base is not None and not base.deleted else None
+        visible = base is not None and not base.deleted and await self.access.can_see(ctx, base)
+        ahead = self._apply_patch(rtype, rid, base, patch) if visible else None
         async with self.store.transaction() as tx:
-            return await self.patch_in(tx, rtype, rid, patch, if_match, ahead=ahead)
+            return await self.patch_in(tx, rtype, rid, patch, if_match, ahead=ahead, ctx=ctx)
 
-    async def delete(self, rtype: str, rid: str) -> WriteResult | None:
+    async def delete(self, rtype: str, rid: str, ctx: RequestContext | None = None) -> WriteResult | None:
+        check_type(rtype)
+        self.access.check_scope(ctx, rtype, "d")
         async with self.store.transaction() as tx:
-            return await self.delete_in(tx, rtype, rid)
+            return await self.delete_in(tx, rtype, rid, ctx)
 
     async def create_in(self, tx: Transaction, rtype: str, resource: dict, if_none_exist: str | None = None,
-                        rid: str | None = None, prepared: Prepared | None = None) -> WriteResult:
+                        rid: str | None = None, prepared: Prepared | None = None,
+                        ctx: RequestContext | None = None) -> WriteResult:
         check_type(rtype)
+        self.access.check_scope(ctx, rtype, "c")
         self._check_body(rtype, resource)
         if if_none_exist:
-            existing = await self.match_one(tx, rtype, if_none_exist, "If-None-Exist")
+            existing = await self.match_one(tx, rtype, if_none_exist, "If-None-Exist", ctx)
             if existing is not None:
                 return WriteResult(existing, created=False, changed=False)
-        stored = await self._put(tx, rtype, rid or str(uuid.uuid4()), resource, 1, prepared)
+        stored = await self._put(tx, rtype, rid or str(uuid.uuid4()), resource, 1, prepared, ctx)
         return WriteResult(stored, created=True)
 
     async def update_in(self, tx: Transaction, rtype: str, rid: str, resource: dict,
-                        if_match: str | None = None, prepared: Prepared | None = None) -> WriteResult:
+                        if_match: str | None = None, prepared: Prepared | None = None,
+                        ctx: RequestContext | None = None) -> WriteResult:
         self._check_update(rtype, rid, resource)
-        current = await tx.read(rtype, rid)
+        self.access.check_scope(ctx, rtype, "u")
+        current = await self._current(tx, rtype, rid, ctx)
+        await self.access.check_write(ctx, current, f"{rtype}/{rid}")
         self._check_if_match(current, if_match, f"{rtype}/{rid}")
         vid = current.vid + 1 if current else 1
-        stored = await self._put(tx, rtype, rid, resource, vid, prepared)
+        stored = await self._put(tx, rtype, rid, resource, vid, prepared, ctx, previous=current)
         return WriteResult(stored, created=current is None or current.deleted)
 
+    async def _current(self, tx: Transaction, rtype: str, rid: str, ctx: RequestContext | None) -> StoredResource | None:
+        """The current version, if the caller may see it; an id taken by a resource the caller
+        may not see is refused as unknown, so that a PUT cannot probe for it."""
+        current = await tx.read(rtype, rid)
+        if current is not None and not await self.access.can_see(ctx, current):
+            raise NotFound(f"{rtype}/{rid} is not known, and this id cannot be used for a new resource.")
+        return current
+
     async def conditional_update_in(self, tx: Transaction, rtype: str, query: str, resource: dict,
-                                    prepared: Prepared | None = None) -> WriteResult:
+                                    prepared: Prepared | None = None,
+                                    ctx: RequestContext | None = None) -> WriteResult:
         check_type(rtype)
+        self.access.check_scope(ctx, rtype, "u")
         self._check_body(rtype, resource)
-        existing = await self.match_one(tx, rtype, query, "conditional update")
+        existing = await self.match_one(tx, rtype, query, "conditional update", ctx)
         if existing is None:
             rid = resource.get("id")
-            if rid is not None and (await tx.read(rtype, rid)) is not None:
+            if rid is not None and (await self._current(tx, rtype, rid, ctx)) is not None:
                 raise Conflict(f"{rtype}/{rid} exists but does not match '{query}'; fix the id or the criteria.")
             if rid is not None:
-                return await self.update_in(tx, rtype, rid, resource, prepared=prepared)
-            return await self.create_in(tx, rtype, resource, prepared=prepared)
+                return await self.update_in(tx, rtype, rid, resource, prepared=prepared, ctx=ctx)
+            return await self.create_in(tx, rtype, resource, prepared=prepared, ctx=ctx)
         if resource.get("id") not in (None, existing.rid):
             raise BadRequest(f"The body's id '{resource['id']}' differs from the matching {rtype}/{existing.rid}.")
-        return await self.update_in(tx, rtype, existing.rid, {**resource, "id": existing.rid}, prepared=prepared)
+        return await self.update_in(tx, rtype, existing.rid, {**resource, "id": existing.rid}, prepared=prepared,
+                                    ctx=ctx)
 
     async def patch_in(self, tx: Transaction, rtype: str, rid: str, patch: object,
-                       if_match: str | None = None, ahead: tuple[int, dict, Prepared] | None = None) -> WriteResult:
+                       if_match: str | None = None, ahead: tuple[int, dict, Prepared] | None = None,
+                       ctx: RequestContext | None = None) -> WriteResult:
         """``ahead``: the patch applied and validated on version n before the transaction;
         used only if the resource is still at version n inside it."""
         check_type(rtype)
+        self.access.check_scope(ctx, rtype, "u")
         current = await tx.read(rtype, rid)
-        if current is None:
+        if current is None or not await self.access.can_see(ctx, current):
             raise NotFound(f"{rtype}/{rid} is not known.")
         if current.deleted:
             raise Gone(f"{rtype}/{rid} was deleted; it cannot be patched.")
+        await self.access.check_write(ctx, current, f"{rtype}/{rid}")
         self._check_if_match(current, if_match, f"{rtype}/{rid}")
         if ahead is None or ahead[0] != current.vid:
             ahead = self._apply_patch(rtype, rid, current, patch)
         _, patched, prepared = ahead
-        stored = await self._put(tx, rtype, rid, patched, current.vid + 1, prepared)
+        stored = await self._put(tx, rtype, rid, patched, current.vid + 1, prepared, ctx, previous=current)
         return WriteResult(stored, created=False)
 
     def _apply_patch(self, rtype: str, rid: str, current: StoredResource, patch: object) -> tuple[int, dict, Prepared]:
@@ -243,14 +279,20 @@ class FhirCore:
         self._check_body(rtype, patched)
         return current.vid, patched, self.prepare(rtype, patched)
 
-    async def delete_in(self, tx: Transaction, rtype: str, rid: str) -> WriteResult | None:
-        """Delete (a new, empty version). Deleting a missing or deleted resource changes nothing."""
+    async def delete_in(self, tx: Transaction, rtype: str, rid: str,
+                        ctx: RequestContext | None = None) -> WriteResult | None:
+        """Delete (a new, empty version). Deleting a missing or deleted resource changes nothing;
+        nor does deleting one the caller may not see (204 either way: no existence leak)."""
         check_type(rtype)
+        self.access.check_scope(ctx, rtype, "d")
         current = await tx.read(rtype, rid)
-        if current is None or current.deleted:
+        if current is None or current.deleted or not await self.access.can_see(ctx, current):
             return None
+        self.access.check_delete(ctx, current, f"{rtype}/{rid}")
         version = StoredResource(rtype, rid, current.vid + 1, self._now(), None)
-        return WriteResult(await self._save(tx, version, None), created=False)
+        stored = WriteResult(await self._save(tx, version, None), created=False)
+        await self.access.after_write(tx, rtype, {current.patient or ""})
+        return stored
 
     # -- helpers -------------------------------------------------------------------
     @staticmethod
@@ -289,7 +331,8 @@ class FhirCore:
                 f"If-Match {if_match} is stale: {label} is at version {current.vid}. "
                 "Read the current version, re-apply your change and retry.")
 
-    async def match_one(self, tx: Transaction, rtype: str, query: object, what: str) -> StoredResource | None:
+    async def match_one(self, tx: Transaction, rtype: str, query: object, what: str,
+                        ctx: RequestContext | None = None) -> StoredResource | None:
         """The one resource matching conditional criteria, None if none; 412 if several."""
         if not isinstance(query, str):
             raise BadRequest(f"The {what} criteria must be a query string such as identifier=system|value.")
@@ -297,7 +340,8 @@ class FhirCore:
         if not params:
             raise BadRequest(f"The {what} criteria are empty; give search parameters such as identifier=system|value.")
         request = self.parser.parse(rtype, params)
-        matches = await tx.search(SearchPlan(rtype, request.plan.clauses, limit=2))
+        # Only what the caller may see can match: criteria must not probe for others' resources.
+        matches = await tx.search(SearchPlan(rtype, request.plan.clauses, limit=2, access=self.access.filter(ctx)))
         if matches.total > 1:
             raise PreconditionFailed(f"The {what} criteria '{query}' match {matches.total} {rtype} resources; "
                                      "make them specific enough to match one.")
@@ -317,7 +361,8 @@ class FhirCore:
         return Prepared(canonical, index_resource(self.registry, rtype, canonical, self.parser.local_base))
 
     async def _put(self, tx: Transaction, rtype: str, rid: str, resource: dict, vid: int,
-                   prepared: Prepared | None = None) -> StoredResource:
+                   prepared: Prepared | None = None, ctx: RequestContext | None = None,
+                   previous: StoredResource | None = None) -> StoredResource:
         prepared = prepared or self.prepare(rtype, resource)
         now = self._now()
         canonical = prepared.canonical
@@ -325,12 +370,16 @@ class FhirCore:
         canonical["meta"]["versionId"] = str(vid)
         canonical["meta"]["lastUpdated"] = format_instant(now)
         version = StoredResource(rtype, rid, vid, now, dumps(canonical))
-        return await self._save(tx, version, prepared.index)
+        access = self.access.access_row(ctx, rtype, rid, canonical)
+        stored = await self._save(tx, version, prepared.index, access)
+        # A CareTeam or Consent write changes who may see its patient (and the one it left).
+        await self.access.after_write(tx, rtype, {access[1], (previous.patient if previous else "") or ""})
+        return stored
 
     @staticmethod
-    async def _save(tx: Transaction, version: StoredResource, index) -> StoredResource:
+    async def _save(tx: Transaction, version: StoredResource, index, access=None) -> StoredResource:
         try:
-            return await tx.put(version, index)
+            return await tx.put(version, index, access)
         except VersionConflict:
             raise PreconditionFailed(f"{version.rtype}/{version.rid} was changed by someone else at the same "
                                      "time; read it again and retry.") from None

@@ -8,8 +8,10 @@ keyset (versions older than the last one shown), which is stable because history
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from urllib.parse import parse_qsl, urlencode
 
+from gateway.access.policy import AccessPolicy
 from gateway.errors import BadRequest, NotFound
 from gateway.fhir.bundle_bytes import bundle, history_entry, search_entry
 from gateway.fhir.canonical import dumps, parse_json
@@ -29,8 +31,9 @@ _SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationVal
 
 class SearchService:
     def __init__(self, store: Store, registry: SearchRegistry, parser: QueryParser, snapshot_ttl: int,
-                 conformance: ConformanceLibrary | None = None):
+                 conformance: ConformanceLibrary | None = None, access: AccessPolicy | None = None):
         self.conformance = conformance or ConformanceLibrary([])
+        self.access = access or AccessPolicy(store, parser.local_base)
         self.store = store
         self.registry = registry
         self.parser = parser
@@ -40,8 +43,10 @@ class SearchService:
         if rtype in CONFORMANCE_TYPES:
             return self.conformance.search(rtype, params, ctx)
         check_type(rtype)
+        self.access.check_scope(ctx, rtype, "s")
         req = self.parser.parse(rtype, params, lenient=ctx.lenient, base_url=ctx.base_url)
-        matches = await self.store.search(req.plan)
+        # The access condition is part of the query, so totals and pages count only what the caller may see.
+        matches = await self.store.search(replace(req.plan, access=self.access.filter(ctx)))
         total = matches.total if req.total != "none" else None
         self_link = f"{ctx.base_url}/{rtype}" + (f"?{req.query}" if req.query else "")
         if req.summary_count:
@@ -49,7 +54,7 @@ class SearchService:
         links = [("self", self_link)]
         page = matches.seqs[: req.count]
         if len(matches.seqs) > req.count:
-            snapshot = Snapshot(str(uuid.uuid4()), rtype, req.query, matches.total, matches.seqs)
+            snapshot = Snapshot(str(uuid.uuid4()), rtype, req.query, matches.total, matches.seqs, _owner(ctx))
             await self.store.save_snapshot(snapshot, self.snapshot_ttl)
             links += self._paging_links(ctx, snapshot, 0, req.count)
         return await self._page_bundle(rtype, req, page, total, links, ctx)
@@ -58,7 +63,7 @@ class SearchService:
         """``GET [base]?_getpages=ID&_getpagesoffset=N&_count=C``: a page of a remembered search."""
         values = dict(params)
         snapshot = await self.store.load_snapshot(values.get("_getpages", ""))
-        if snapshot is None:
+        if snapshot is None or snapshot.owner != _owner(ctx):
             raise NotFound("This search page has expired or never existed; run the search again.")
         offset = require_uint(values.get("_getpagesoffset", "0"), "_getpagesoffset")
         req = self.parser.parse(snapshot.rtype, parse_qsl(snapshot.query))
@@ -85,7 +90,7 @@ class SearchService:
     async def _page_bundle(self, rtype: str, req: SearchRequest, seqs: list[int], total: int | None,
                            links: list[tuple[str, str]], ctx: RequestContext) -> bytes:
         matches = await self.store.read_seqs(seqs)
-        included = await self._included(rtype, req, matches)
+        included = await self.access.visible(ctx, await self._included(rtype, req, matches))
         entries = [search_entry(ctx.base_url, r, "match", _elements(r.body, req.elements)) for r in matches]
         entries += [search_entry(ctx.base_url, r, "include") for r in included]
         return bundle("searchset", entries, total=total, links=links)
@@ -130,6 +135,8 @@ class SearchService:
                       ctx: RequestContext) -> bytes:
         if rtype is not None:
             check_type(rtype)
+        # System history spans every type: it needs a scope for all of them (system/*.s).
+        self.access.check_scope(ctx, rtype or "*", "r" if rid else "s")
         values = dict(params)
         unknown = set(values) - {"_since", "_count", "_cursor", "_format", "_pretty"}
         if unknown and not ctx.lenient:
@@ -142,9 +149,12 @@ class SearchService:
                 raise BadRequest(f"_since: {exc}.") from None
         count = min(require_uint(values.get("_count", str(self.parser.default_count)), "_count"), self.parser.max_count)
         cursor = require_uint(values["_cursor"], "_cursor") if "_cursor" in values else None
-        if rid is not None and cursor is None and await self.store.read(rtype, rid) is None:
-            raise NotFound(f"{rtype}/{rid} is not known.")
-        versions, total = await self.store.history(HistoryQuery(rtype, rid, since, cursor, count))
+        if rid is not None and cursor is None:
+            found = await self.store.read(rtype, rid)
+            if found is None or not await self.access.can_see(ctx, found):
+                raise NotFound(f"{rtype}/{rid} is not known.")
+        access = self.access.filter(ctx)
+        versions, total = await self.store.history(HistoryQuery(rtype, rid, since, cursor, count, access))
         path = "/".join(p for p in (ctx.base_url, rtype, rid, "_history") if p)
         keep = {k: v for k, v in values.items() if k in ("_since", "_count")}
         links = [("self", path + (f"?{urlencode({**keep, **({'_cursor': cursor} if cursor else {})})}"
@@ -152,6 +162,10 @@ class SearchService:
         if len(versions) == count and versions:
             links.append(("next", f"{path}?{urlencode({**keep, '_count': count, '_cursor': versions[-1].seq})}"))
         return bundle("history", [history_entry(ctx.base_url, v) for v in versions], total=total, links=links)
+
+
+def _owner(ctx: RequestContext) -> str:
+    return ctx.caller.organization if ctx.caller else ""
 
 
 def _elements(body: bytes, elements: list[str] | None) -> bytes | None:

@@ -11,7 +11,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from gateway.store.plan import SearchMatches, SearchPlan
-from gateway.store.records import IndexRows, StoredResource
+from gateway.store.records import AccessFilter, IndexRows, StoredResource
 
 
 class VersionConflict(Exception):
@@ -25,6 +25,7 @@ class HistoryQuery:
     since_us: int | None = None  # only versions updated at or after this instant
     before_seq: int | None = None  # keyset paging: versions older than this seq
     limit: int = 20
+    access: AccessFilter | None = None  # None: every version (trusted caller)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Snapshot:
     query: str  # the normalised query string that produced it (for links and includes)
     total: int
     seqs: list[int]
+    owner: str = ""  # organisation that ran the search ('' trusted): only it may page through it
 
 
 class Reader(ABC):
@@ -55,11 +57,17 @@ class Reader(ABC):
 
 class Transaction(Reader):
     @abstractmethod
-    async def put(self, version: StoredResource, index: IndexRows | None) -> StoredResource:
+    async def put(self, version: StoredResource, index: IndexRows | None,
+                  access: tuple[str, str] | None = None) -> StoredResource:
         """Write ``version`` (vid must be current vid + 1, or 1 for a new resource) and make it current.
 
-        ``body`` None records a deletion and drops the index rows. Raises VersionConflict.
+        ``body`` None records a deletion and drops the index rows. ``access`` = (author
+        organisation, patient id): the author is kept from the first version. Raises VersionConflict.
         """
+
+    @abstractmethod
+    async def replace_grants(self, patient: str, grants: list[tuple[str, int, int]]) -> None:
+        """Set which organisations may see this patient's data: (organisation, from_us, to_us)."""
 
 
 class Store(Reader):
@@ -95,6 +103,10 @@ class Store(Reader):
     @abstractmethod
     async def history(self, query: HistoryQuery) -> tuple[list[StoredResource], int]:
         """Versions newest first, and the total count matching the query (ignoring paging)."""
+
+    @abstractmethod
+    async def has_grant(self, organization: str, patients: list[str], now_us: int) -> set[str]:
+        """Those of ``patients`` whose data ``organization`` may see at ``now_us``."""
 
     @abstractmethod
     async def save_snapshot(self, snapshot: Snapshot, ttl_seconds: int) -> None: ...

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gateway.store.records import AccessFilter
+
 
 @dataclass(frozen=True)
 class TokenClause:
@@ -62,6 +64,7 @@ class SearchPlan:
     clauses: tuple[Clause, ...] = ()
     sort: tuple[SortKey, ...] = ()
     limit: int = 10_000  # most matches to return (keys), beyond it only the count is known
+    access: AccessFilter | None = None  # None: no access restriction (trusted caller)
 
 
 @dataclass

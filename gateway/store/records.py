@@ -15,6 +15,8 @@ class StoredResource:
     last_updated_us: int  # microseconds since the epoch, UTC
     body: bytes | None
     seq: int = 0  # store-wide, monotonically increasing version sequence
+    author: str | None = None  # HSA-id of the organisation that created the resource ('' unknown)
+    patient: str | None = None  # id of the Patient the resource is about ('' none)
 
     @property
     def deleted(self) -> bool:
@@ -37,6 +39,16 @@ class IndexRows:
     references: list[tuple[str, str | None, str]] = field(default_factory=list)  # (param, type, id-or-url)
     dates: list[tuple[str, int, int]] = field(default_factory=list)  # (param, low_us, high_us)
     strings: list[tuple[str, str, str]] = field(default_factory=list)  # (param, normalised, raw)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessFilter:
+    """Only resources this organisation may see: its own, directory types, and those about
+    patients it holds a grant for at ``now_us`` (see gateway.access)."""
+
+    organization: str
+    now_us: int
+    open_types: frozenset[str]
 
 
 def format_instant(us: int) -> str:

@@ -18,9 +18,9 @@ from typing import AsyncIterator
 from gateway.store.base import HistoryQuery, Snapshot, Store, Transaction, VersionConflict
 from gateway.store.plan import SearchMatches, SearchPlan
 from gateway.store.records import IndexRows, StoredResource
-from gateway.store.sqlsearch import from_where, order_by
+from gateway.store.sqlsearch import ACCESS_CONDITION, access_args, from_where, order_by
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: res_access and access_grants (organisation access)
 
 
 class StoreSchemaError(RuntimeError):
@@ -58,21 +58,32 @@ CREATE INDEX IF NOT EXISTS idx_date_value ON idx_date (rtype, param, low);
 CREATE TABLE IF NOT EXISTS idx_string (rkey INTEGER NOT NULL, rtype TEXT NOT NULL, param TEXT NOT NULL,
     value TEXT NOT NULL, raw TEXT NOT NULL, PRIMARY KEY (rkey, param, value, raw)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_string_value ON idx_string (rtype, param, value);
+-- Who created each resource and which patient it is about; grants say which organisation may
+-- see which patient's data, and when (materialised from CareTeam and Consent, gateway.access).
+CREATE TABLE IF NOT EXISTS res_access (rkey INTEGER PRIMARY KEY, author TEXT NOT NULL, patient TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS res_access_patient ON res_access (patient);
+CREATE TABLE IF NOT EXISTS access_grants (org TEXT NOT NULL, patient TEXT NOT NULL, valid_from INTEGER NOT NULL,
+    valid_to INTEGER NOT NULL, PRIMARY KEY (org, patient, valid_from)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS access_grants_patient ON access_grants (patient);
 CREATE TABLE IF NOT EXISTS search_snapshots (
     id TEXT PRIMARY KEY, expires INTEGER NOT NULL, rtype TEXT NOT NULL, query TEXT NOT NULL,
-    total INTEGER NOT NULL, seqs BLOB NOT NULL
+    total INTEGER NOT NULL, seqs BLOB NOT NULL, owner TEXT NOT NULL DEFAULT ''
 );
 """
 
 _READ_CURRENT = (
-    "SELECT v.vid, v.last_updated, v.body, v.seq FROM current c JOIN versions v ON v.seq = c.seq "
-    "WHERE c.rtype = ? AND c.rid = ?"
+    "SELECT v.vid, v.last_updated, v.body, v.seq, a.author, a.patient FROM current c "
+    "JOIN versions v ON v.seq = c.seq LEFT JOIN res_access a ON a.rkey = c.rkey WHERE c.rtype = ? AND c.rid = ?"
 )
+# A version with its resource's access facts (rtype, rid, vid, last_updated, body, seq, author, patient).
+_VERSION_COLUMNS = ("SELECT v.rtype, v.rid, v.vid, v.last_updated, v.body, v.seq, a.author, a.patient "
+                    "FROM versions v LEFT JOIN current c ON c.rtype = v.rtype AND c.rid = v.rid "
+                    "LEFT JOIN res_access a ON a.rkey = c.rkey")
 
 
 def _read(conn: sqlite3.Connection, rtype: str, rid: str) -> StoredResource | None:
     row = conn.execute(_READ_CURRENT, (rtype, rid)).fetchone()
-    return StoredResource(rtype, rid, row[0], row[1], row[2], row[3]) if row else None
+    return StoredResource(rtype, rid, row[0], row[1], row[2], row[3], row[4], row[5]) if row else None
 
 
 def _search(conn: sqlite3.Connection, plan: SearchPlan) -> SearchMatches:
@@ -91,9 +102,7 @@ def _search(conn: sqlite3.Connection, plan: SearchPlan) -> SearchMatches:
 def _read_seqs(conn: sqlite3.Connection, seqs: list[int]) -> list[StoredResource]:
     if not seqs:
         return []
-    rows = conn.execute(
-        f"SELECT rtype, rid, vid, last_updated, body, seq FROM versions WHERE seq IN ({','.join('?' * len(seqs))})",
-        seqs).fetchall()
+    rows = conn.execute(f"{_VERSION_COLUMNS} WHERE v.seq IN ({','.join('?' * len(seqs))})", seqs).fetchall()
     by_seq = {r[5]: StoredResource(*r) for r in rows}
     return [by_seq[s] for s in seqs if s in by_seq]
 
@@ -111,7 +120,13 @@ class SqliteTransaction(Transaction):
     async def read_seqs(self, seqs: list[int]) -> list[StoredResource]:
         return _read_seqs(self._conn, seqs)
 
-    async def put(self, version: StoredResource, index: IndexRows | None) -> StoredResource:
+    async def replace_grants(self, patient: str, grants: list[tuple[str, int, int]]) -> None:
+        self._conn.execute("DELETE FROM access_grants WHERE patient = ?", (patient,))
+        self._conn.executemany("INSERT OR REPLACE INTO access_grants VALUES (?, ?, ?, ?)",
+                               [(org, patient, lo, hi) for org, lo, hi in grants])
+
+    async def put(self, version: StoredResource, index: IndexRows | None,
+                  access: tuple[str, str] | None = None) -> StoredResource:
         conn = self._conn
         row = conn.execute("SELECT rkey, vid FROM current WHERE rtype = ? AND rid = ?",
                            (version.rtype, version.rid)).fetchone()
@@ -136,7 +151,12 @@ class SqliteTransaction(Transaction):
             ).lastrowid
         if index is not None and not deleted:
             self._write_index(rkey, version.rtype, index)
-        return StoredResource(version.rtype, version.rid, version.vid, version.last_updated_us, version.body, seq)
+        if access is not None:  # the author is who created it: later versions keep it
+            conn.execute("INSERT INTO res_access VALUES (?, ?, ?) ON CONFLICT (rkey) DO UPDATE SET patient = "
+                         "excluded.patient", (rkey, *access))
+        found = conn.execute("SELECT author, patient FROM res_access WHERE rkey = ?", (rkey,)).fetchone()
+        return StoredResource(version.rtype, version.rid, version.vid, version.last_updated_us, version.body, seq,
+                              *(found or (None, None)))
 
     def _write_index(self, rkey: int, rtype: str, index: IndexRows) -> None:
         conn = self._conn
@@ -187,11 +207,15 @@ class SqliteStore(Store):
         """Create the schema, or refuse a file whose schema this code does not know."""
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         has_tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'versions'").fetchone()[0]
-        if version != SCHEMA_VERSION and (has_tables or version):
+        # 1 → 2 only adds tables: existing resources get no author (visible to trusted callers
+        # and through grants only) until they are written again.
+        if version not in (SCHEMA_VERSION, 1) and (has_tables or version):
             conn.close()
             raise StoreSchemaError(f"The store {self._path} has schema version {version}; this gateway uses "
                                    f"{SCHEMA_VERSION}. Point GATEWAY_DB at a new file (no migration exists yet).")
         conn.executescript(SCHEMA)
+        if version == 1:  # a paged search belongs to the organisation that ran it
+            conn.execute("ALTER TABLE search_snapshots ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     async def close(self) -> None:
@@ -273,10 +297,17 @@ class SqliteStore(Store):
         return _search(self._reader, plan)
 
     async def read_version(self, rtype: str, rid: str, vid: int) -> StoredResource | None:
-        row = self._reader.execute(
-            "SELECT last_updated, body, seq FROM versions WHERE rtype = ? AND rid = ? AND vid = ?",
-            (rtype, rid, vid)).fetchone()
-        return StoredResource(rtype, rid, vid, row[0], row[1], row[2]) if row else None
+        row = self._reader.execute(f"{_VERSION_COLUMNS} WHERE v.rtype = ? AND v.rid = ? AND v.vid = ?",
+                                   (rtype, rid, vid)).fetchone()
+        return StoredResource(*row) if row else None
+
+    async def has_grant(self, organization: str, patients: list[str], now_us: int) -> set[str]:
+        if not patients:
+            return set()
+        rows = self._reader.execute(
+            f"SELECT DISTINCT patient FROM access_grants WHERE org = ? AND patient IN ({','.join('?' * len(patients))}) "
+            "AND valid_from <= ? AND valid_to > ?", [organization, *patients, now_us, now_us]).fetchall()
+        return {r[0] for r in rows}
 
     async def read_seqs(self, seqs: list[int]) -> list[StoredResource]:
         return _read_seqs(self._reader, seqs)
@@ -311,22 +342,26 @@ class SqliteStore(Store):
     async def history(self, query: HistoryQuery) -> tuple[list[StoredResource], int]:
         conds, args = [], []
         if query.rtype is not None:
-            conds.append("rtype = ?")
+            conds.append("v.rtype = ?")
             args.append(query.rtype)
         if query.rid is not None:
-            conds.append("rid = ?")
+            conds.append("v.rid = ?")
             args.append(query.rid)
         if query.since_us is not None:
-            conds.append("last_updated >= ?")
+            conds.append("v.last_updated >= ?")
             args.append(query.since_us)
+        if query.access is not None:
+            open_types = sorted(query.access.open_types)
+            conds.append(f"(v.rtype IN ({','.join('?' * len(open_types))}) OR {ACCESS_CONDITION})")
+            args += [*open_types, *access_args(query.access)]
         where = " AND ".join(conds) or "1"
-        total = self._reader.execute(f"SELECT COUNT(*) FROM versions WHERE {where}", args).fetchone()[0]
+        source = "versions v LEFT JOIN current c ON c.rtype = v.rtype AND c.rid = v.rid"
+        total = self._reader.execute(f"SELECT COUNT(*) FROM {source} WHERE {where}", args).fetchone()[0]
         if query.before_seq is not None:
-            where += " AND seq < ?"
+            where += " AND v.seq < ?"
             args.append(query.before_seq)
-        rows = self._reader.execute(
-            f"SELECT rtype, rid, vid, last_updated, body, seq FROM versions WHERE {where} ORDER BY seq DESC LIMIT ?",
-            [*args, query.limit]).fetchall()
+        rows = self._reader.execute(f"{_VERSION_COLUMNS} WHERE {where} ORDER BY v.seq DESC LIMIT ?",
+                                    [*args, query.limit]).fetchall()
         return [StoredResource(*r) for r in rows], total
 
     async def save_snapshot(self, snapshot: Snapshot, ttl_seconds: int) -> None:
@@ -334,16 +369,16 @@ class SqliteStore(Store):
         async with self.transaction():
             self._writer.execute("DELETE FROM search_snapshots WHERE expires < ?", (now,))
             self._writer.execute(
-                "INSERT INTO search_snapshots VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO search_snapshots VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (snapshot.snapshot_id, now + ttl_seconds, snapshot.rtype, snapshot.query, snapshot.total,
-                 array("q", snapshot.seqs).tobytes()))
+                 array("q", snapshot.seqs).tobytes(), snapshot.owner))
 
     async def load_snapshot(self, snapshot_id: str) -> Snapshot | None:
         row = self._reader.execute(
-            "SELECT rtype, query, total, seqs FROM search_snapshots WHERE id = ? AND expires >= ?",
+            "SELECT rtype, query, total, seqs, owner FROM search_snapshots WHERE id = ? AND expires >= ?",
             (snapshot_id, int(time.time()))).fetchone()
         if row is None:
             return None
         seqs = array("q")
         seqs.frombytes(row[3])
-        return Snapshot(snapshot_id, row[0], row[1], row[2], seqs.tolist())
+        return Snapshot(snapshot_id, row[0], row[1], row[2], seqs.tolist(), row[4])

@@ -132,7 +132,21 @@ def from_where(plan: SearchPlan) -> tuple[str, list]:
             table, cond = _index_condition(clause, sub)
             conds.append(f"EXISTS (SELECT 1 FROM {table} t WHERE t.rkey = c.rkey AND t.param = ? AND ({cond}))")
             args += sub
+    if plan.access is not None and plan.rtype not in plan.access.open_types:
+        conds.append(ACCESS_CONDITION)
+        args += access_args(plan.access)
     return f"FROM {source} WHERE " + " AND ".join(conds), driver_args + args
+
+
+# The caller's organisation authored the resource, or holds a grant for its patient now.
+ACCESS_CONDITION = (
+    "EXISTS (SELECT 1 FROM res_access a WHERE a.rkey = c.rkey AND (a.author = ? OR (a.patient != '' AND "
+    "EXISTS (SELECT 1 FROM access_grants g WHERE g.org = ? AND g.patient = a.patient "
+    "AND g.valid_from <= ? AND g.valid_to > ?))))")
+
+
+def access_args(access) -> list:
+    return [access.organization, access.organization, access.now_us, access.now_us]
 
 
 def order_by(sort: tuple[SortKey, ...]) -> tuple[str, list]:

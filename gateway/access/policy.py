@@ -1,0 +1,160 @@
+"""Access enforcement for the FHIR core: scopes, authorship, grants — one place for every path.
+
+``FhirCore`` and ``SearchService`` call this for each interaction; with no caller
+(``ctx.caller`` None: an internal call, or GATEWAY_SECURITY=off) everything is allowed.
+
+- Scopes limit resource types and interactions (403: the caller knows its own token).
+- Directory types (Organization, Practitioner, …) carry no patient data: every
+  authenticated caller may read them; only their author may change them.
+- Patient data: the author organisation, or one holding a grant for the patient now
+  (``gateway.access.decision``: CareTeam **and** Consent). Anything else looks missing (404).
+- Grants are recomputed inside the same store transaction as any CareTeam or Consent write,
+  so a withdrawn consent closes access the moment it commits.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.access.decision import grant_intervals
+from gateway.errors import Forbidden
+from gateway.fhir.canonical import parse_json
+from gateway.fhir.context import RequestContext
+from gateway.fhir.references import iter_references, parse_reference
+from gateway.search.dates import now_us
+from gateway.store import Store, StoredResource, Transaction
+from gateway.store.plan import ReferenceClause, SearchPlan
+from gateway.store.records import AccessFilter
+
+OPEN_TYPES = frozenset({"Organization", "Practitioner", "PractitionerRole", "Location", "HealthcareService",
+                        "Endpoint"})
+GRANT_TYPES = frozenset({"CareTeam", "Consent"})  # writes that change who may see a patient
+_PATIENT_ELEMENTS = ("subject", "patient", "for", "beneficiary")
+HSA_SYSTEM = "urn:oid:1.2.752.29.4.19"
+_LETTER_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+
+
+def patient_of(rtype: str, rid: str, resource: dict, local_base: str | None) -> str:
+    """The id of the Patient a resource is about ('' if none we can tell): the patient itself,
+    or the first local Patient reference in subject / patient / for / beneficiary."""
+    if rtype == "Patient":
+        return rid
+    for key in _PATIENT_ELEMENTS:
+        parsed = parse_reference(resource.get(key), (local_base,))
+        if parsed and parsed[0] == "Patient":
+            return parsed[1]
+    return ""
+
+
+class AccessPolicy:
+    def __init__(self, store: Store, local_base: str | None = None):
+        self.store = store
+        self.local_base = local_base
+
+    # -- scopes ----------------------------------------------------------------------------
+    @staticmethod
+    def check_scope(ctx: RequestContext | None, rtype: str, letter: str) -> None:
+        caller = ctx.caller if ctx else None
+        if caller is not None and not caller.scopes.allows(rtype, letter):
+            raise Forbidden(f"The access token's scopes ({caller.scopes}) do not allow {_LETTER_NAMES[letter]} "
+                            f"on {rtype}; request system/{rtype}.{letter} (or wider) from the token endpoint.")
+
+    # -- visibility ------------------------------------------------------------------------
+    @staticmethod
+    def filter(ctx: RequestContext | None) -> AccessFilter | None:
+        caller = ctx.caller if ctx else None
+        return None if caller is None else AccessFilter(caller.organization, now_us(), OPEN_TYPES)
+
+    async def can_see(self, ctx: RequestContext | None, stored: StoredResource) -> bool:
+        return bool(await self.visible(ctx, [stored]))
+
+    async def visible(self, ctx: RequestContext | None, resources: list[StoredResource]) -> list[StoredResource]:
+        """Those of ``resources`` the caller may see, in order."""
+        caller = ctx.caller if ctx else None
+        if caller is None:
+            return resources
+        org = caller.organization
+        patients = {r.patient for r in resources
+                    if r.rtype not in OPEN_TYPES and r.author != org and r.patient}
+        granted = await self.store.has_grant(org, sorted(patients), now_us()) if patients else set()
+        return [r for r in resources if r.rtype in OPEN_TYPES or r.author == org or (r.patient and r.patient in granted)]
+
+    async def check_write(self, ctx: RequestContext | None, current: StoredResource | None, what: str) -> None:
+        """Update/patch: patient data the caller may see (the shared plan is edited by its
+        parties); directory resources only by their author. Raises Forbidden."""
+        caller = ctx.caller if ctx else None
+        if caller is None or current is None or current.author == caller.organization:
+            return
+        if current.rtype in OPEN_TYPES or not current.author:
+            raise Forbidden(f"{what} was registered by another organisation; only it may change it.")
+
+    @staticmethod
+    def check_delete(ctx: RequestContext | None, current: StoredResource, what: str) -> None:
+        caller = ctx.caller if ctx else None
+        if caller is not None and current.author != caller.organization:
+            raise Forbidden(f"{what} was created by another organisation; only it may delete it.")
+
+    # -- writes ----------------------------------------------------------------------------
+    def access_row(self, ctx: RequestContext | None, rtype: str, rid: str, resource: dict | None) -> tuple[str, str]:
+        author = ctx.caller.organization if ctx and ctx.caller else ""
+        patient = patient_of(rtype, rid, resource, self.local_base) if resource else ""
+        return author, patient
+
+    async def after_write(self, tx: Transaction, rtype: str, patients: set[str]) -> None:
+        """Recompute the grants of the patients a CareTeam or Consent write concerns."""
+        if rtype not in GRANT_TYPES:
+            return
+        for patient in sorted(p for p in patients if p):
+            careteams = await self._about(tx, "CareTeam", patient)
+            consents = await self._about(tx, "Consent", patient)
+            hsa = await self._resolve_organizations(tx, careteams + consents)
+            await tx.replace_grants(patient, grant_intervals(careteams, consents, lambda ref: _hsa_of(ref, hsa)))
+
+    @staticmethod
+    async def _about(tx: Transaction, rtype: str, patient: str) -> list[dict]:
+        plan = SearchPlan(rtype, (ReferenceClause("patient", (("Patient", patient),)),))
+        matches = await tx.search(plan)
+        return [parse_json(r.body) for r in await tx.read_seqs(matches.seqs)]
+
+    async def _resolve_organizations(self, tx: Transaction, resources: list[dict]) -> dict[str, list[str]]:
+        """'Organization/x' and 'PractitionerRole/y' references → the HSA-ids they stand for."""
+        out: dict[str, list[str]] = {}
+        pending = [ref for r in resources for ref in iter_references(r)]
+        for ref in pending:
+            if ref in out:
+                continue
+            parsed = parse_reference(ref, (self.local_base,))
+            if not parsed or parsed[0] not in ("Organization", "PractitionerRole"):
+                continue
+            found = await tx.read(parsed[0], parsed[1])
+            if found is None or found.deleted:
+                out[ref] = []
+                continue
+            body = parse_json(found.body)
+            if parsed[0] == "PractitionerRole":
+                org_ref = (body.get("organization") or {}).get("reference")
+                hsa = _identifier_hsa(body.get("organization"))
+                if org_ref:
+                    org_parsed = parse_reference(org_ref, (self.local_base,))
+                    if org_parsed and org_parsed[0] == "Organization":
+                        org = await tx.read("Organization", org_parsed[1])
+                        if org is not None and not org.deleted:
+                            hsa += _identifier_hsa(parse_json(org.body))
+                out[ref] = hsa
+            else:
+                out[ref] = _identifier_hsa(body)
+        return out
+
+
+def _identifier_hsa(node: Any) -> list[str]:
+    """HSA-ids in ``identifier`` of a resource or a logical reference (aliases are normalised on write)."""
+    if not isinstance(node, dict):
+        return []
+    ids = node.get("identifier")
+    ids = ids if isinstance(ids, list) else [ids] if isinstance(ids, dict) else []
+    return [i["value"] for i in ids if isinstance(i, dict) and i.get("system") == HSA_SYSTEM and i.get("value")]
+
+
+def _hsa_of(ref: Any, resolved: dict[str, list[str]]) -> list[str]:
+    if not isinstance(ref, dict):
+        return []
+    return resolved.get(ref.get("reference", ""), []) + _identifier_hsa(ref)

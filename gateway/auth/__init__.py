@@ -1,0 +1,1 @@
+"""SMART Backend Services: registered clients, the token endpoint, bearer-token checks."""
