@@ -1,4 +1,5 @@
-"""The ``gateway`` command: ``gateway serve`` starts the FHIR server on the embedded store."""
+"""The ``gateway`` command: ``serve`` (the FHIR server on the embedded store), ``clients``
+(register backend services), ``token`` (a developer's access token), ``profiles``."""
 from __future__ import annotations
 
 import logging
@@ -50,6 +51,12 @@ def profiles_snapshot() -> None:
     settings = Settings.from_env()
     changed = write_snapshots(settings.profiles_dir)
     typer.echo(f"{len(changed)} StructureDefinition(s) updated in {settings.profiles_dir}")
+
+
+from gateway.clients_cli import clients_cli, token  # noqa: E402  (sub-commands, after cli exists)
+
+cli.add_typer(clients_cli, name="clients")
+cli.command("token")(token)
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ def period_range(period: Any) -> tuple[int, int]:
         return 0, FOREVER
     try:
         low = date_range(period["start"])[0] if "start" in period else 0
-        high = date_range(period["end"])[1] if "end" in period else FOREVER
+        high = date_range(period["end"])[1] + 1 if "end" in period else FOREVER  # the end's whole precision counts
     except (ValueError, TypeError):
         return 0, 0
     return low, high

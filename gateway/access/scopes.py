@@ -58,14 +58,16 @@ class ScopeSet:
         return any(s.rtype in ("*", rtype) and letter in s.letters for s in self.scopes)
 
     def within(self, allowed: "ScopeSet") -> "ScopeSet":
-        """The part of these scopes that ``allowed`` covers, scope by scope, letter by letter."""
-        out = []
+        """The intersection with ``allowed``, scope by scope: ``system/*.cruds`` requested by a
+        client allowed ``system/Task.rs`` yields ``system/Task.rs``."""
+        out: dict[str, set[str]] = {}
         for s in self.scopes:
-            letters = frozenset(c for c in s.letters if any(a.covers(Scope(s.rtype, frozenset(c)))
-                                                            for a in allowed.scopes))
-            if letters:
-                out.append(Scope(s.rtype, letters))
-        return ScopeSet(tuple(out))
+            for a in allowed.scopes:
+                rtype = s.rtype if a.rtype == "*" else a.rtype if s.rtype in ("*", a.rtype) else None
+                letters = s.letters & a.letters
+                if rtype and letters:
+                    out.setdefault(rtype, set()).update(letters)
+        return ScopeSet(tuple(Scope(t, frozenset(l)) for t, l in out.items()))
 
     def __str__(self) -> str:
         return " ".join(str(s) for s in self.scopes)
