@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
 
@@ -85,6 +86,14 @@ def settings(tmp_path) -> Settings:
 @pytest.fixture
 async def client(settings) -> AsyncIterator[httpx.AsyncClient]:
     async with running_gateway(settings) as c:
+        yield c
+
+
+@pytest.fixture
+async def trusted_client(settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A gateway with GATEWAY_SECURITY=off: every caller trusted. For REST semantics that an
+    authenticated client may not use (update-as-create with an id of its choosing)."""
+    async with running_gateway(replace(settings, security="off")) as c:
         yield c
 
 

@@ -81,7 +81,8 @@ async def test_transaction_rewrites_urn_references_wherever_they_occur(client):
     assert stored["input"][0]["valueReference"]["reference"] == f"Patient/{pid}"
 
 
-async def test_transaction_response_entries_follow_request_order(client):
+async def test_transaction_response_entries_follow_request_order(trusted_client):
+    client = trusted_client  # PUT Patient/fixed-id creates: trusted callers only
     existing = await create(client, patient(TEST_PNR_2))
     b = bundle("transaction",
                entry("POST", "Patient", patient()),
@@ -221,8 +222,8 @@ async def test_transaction_failure_also_undoes_deletes(client):
 
 async def test_transaction_with_unresolvable_conditional_reference_fails_whole(client):
     b = bundle("transaction",
-               entry("POST", "CarePlan", careplan("Patient/anything")),
-               entry("POST", "Task", task(f"Patient?identifier={PNR_SYSTEM}|{TEST_PNR}")))
+               entry("POST", "Task", task(f"Patient?identifier={PNR_SYSTEM}|{TEST_PNR}")),
+               entry("POST", "Organization", {"resourceType": "Organization", "name": "Vårdcentral"}))
     assert_outcome(await post_bundle(client, b), 412, "identifier")
     await assert_store_empty(client)
 

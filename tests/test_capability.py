@@ -244,7 +244,10 @@ async def test_documented_search_features_work(client, capability):
         assert [e["resource"]["id"] for e in got["entry"]] == [early["id"]]
 
 
-async def test_claimed_conditional_and_versioning_behaviour(client, capability):
+async def test_claimed_conditional_and_versioning_behaviour(trusted_client):
+    """With security off (trusted callers) the server lets clients choose ids; see the next test."""
+    client = trusted_client
+    capability = (await client.get(f"{FHIR}/metadata")).json()
     task_res = _resources(capability)["Task"]
     assert task_res["versioning"] == "versioned-update"
     assert task_res["conditionalCreate"] is True and task_res["conditionalUpdate"] is True
@@ -259,6 +262,17 @@ async def test_claimed_conditional_and_versioning_behaviour(client, capability):
     # conditionalDelete not-supported: it does not delete
     await client.delete(f"{FHIR}/Task?_id=new-by-put")
     assert (await client.get(f"{FHIR}/Task/new-by-put")).status_code == 200
+
+
+async def test_secured_server_claims_smart_security_and_no_update_create(client, capability):
+    task_res = _resources(capability)["Task"]
+    assert task_res["updateCreate"] is False
+    security = capability["rest"][0]["security"]
+    assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+    assert security["extension"][0]["extension"][0] == {"url": "token", "valueUri": f"http://test{FHIR}/auth/token"}
+    # an authenticated client cannot choose ids: PUT to a free id is not a create
+    r = await client.put(f"{FHIR}/Task/new-by-put", json={**task(), "id": "new-by-put"}, headers=FHIR_JSON)
+    assert r.status_code == 404 and "assigned by the server" in r.json()["issue"][0]["diagnostics"]
 
 
 async def test_profiles_held_are_listed_as_supported_profiles_of_their_type(tmp_path):

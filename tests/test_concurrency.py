@@ -158,8 +158,10 @@ async def _http_rounds(base_a: str, base_b: str, rounds: int, db_path: str) -> N
     async with httpx.AsyncClient(base_url=base_a, timeout=30) as a, httpx.AsyncClient(base_url=base_b, timeout=30) as b:
         for c in (a, b):
             c.headers["Authorization"] = f"Bearer {await get_token(c, db_path)}"
+        person = await a.post(f"{FHIR}/Patient", json=patient(), headers=FHIR_JSON)
         r = await a.post(f"{FHIR}/CarePlan", json={"resourceType": "CarePlan", "status": "active", "intent": "plan",
-                                                  "subject": {"reference": "Patient/p1"}}, headers=FHIR_JSON)
+                                                  "subject": {"reference": f"Patient/{person.json()['id']}"}},
+                         headers=FHIR_JSON)
         assert r.status_code == 201, r.text
         current = r.json()
         url = f"{FHIR}/CarePlan/{current['id']}"

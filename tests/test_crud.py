@@ -102,7 +102,8 @@ async def test_update_makes_a_new_version_and_answers_200_with_etag(client):
     assert _instant(current["meta"]["lastUpdated"]) >= _instant(v1["meta"]["lastUpdated"])
 
 
-async def test_update_of_unknown_id_creates_it_with_201_and_location(client):
+async def test_update_of_unknown_id_creates_it_with_201_and_location(trusted_client):
+    client = trusted_client  # update-as-create: trusted callers only (authenticated ones get 404)
     r = await put(client, {**patient(), "id": "plan-owner-1"})
     assert r.status_code == 201, r.text
     assert r.headers["Location"] == "http://test/fhir/Patient/plan-owner-1/_history/1"
@@ -133,7 +134,8 @@ async def test_stale_if_match_is_rejected_with_412_and_no_version_lost(client):
     assert sorted(e["resource"]["meta"]["versionId"] for e in hist["entry"]) == ["1", "2"]
 
 
-async def test_if_match_on_a_resource_that_does_not_exist_is_412_and_creates_nothing(client):
+async def test_if_match_on_a_resource_that_does_not_exist_is_412_and_creates_nothing(trusted_client):
+    client = trusted_client
     r = await put(client, {**patient(), "id": "never-made"}, **{"If-Match": 'W/"1"'})
     assert_outcome(r, 412)
     assert (await client.get(f"{FHIR}/Patient/never-made")).status_code == 404

@@ -189,7 +189,8 @@ async def test_type_modifier_accepts_any_target_type_of_the_parameter(client, pl
     assert await search_ids(client, "Task?subject:Group=g1") == {plan.t4}
 
 
-async def test_reference_to_another_servers_patient_is_not_a_local_patient(client, plan):
+async def test_reference_to_another_servers_patient_is_not_a_local_patient(trusted_client, plan):
+    client = trusted_client  # Patient/p-1 is created with its id by PUT
     """A municipality's Patient/p-1 is not the region's Patient/p-1: a search for the local
     patient must not return tasks about the remote one (nor the other way round)."""
     remote = await create(client, task("https://kommun.example/fhir/Patient/p-1"))

@@ -8,15 +8,20 @@
   authenticated caller may read them; only their author may change them.
 - Patient data: the author organisation, or one holding a grant for the patient now
   (``gateway.access.decision``: CareTeam **and** Consent). Anything else looks missing (404).
-- Grants are recomputed inside the same store transaction as any CareTeam or Consent write,
-  so a withdrawn consent closes access the moment it commits.
+- Grants are recomputed inside the same store transaction as any CareTeam or Consent write
+  (and any Organization / PractitionerRole write they may depend on), so a withdrawn consent
+  closes access the moment it commits.
+- Writes about a person need that person to be visible; a resource never moves to another
+  person; CareTeam and Consent — the sources of grants — change only by their author.
+- Ids are the server's for authenticated callers: a PUT cannot create (its answer would
+  tell whether someone else's resource holds that id).
 """
 from __future__ import annotations
 
 from typing import Any
 
 from gateway.access.decision import grant_intervals
-from gateway.errors import Forbidden
+from gateway.errors import Forbidden, InvalidResource, NotFound
 from gateway.fhir.canonical import parse_json
 from gateway.fhir.context import RequestContext
 from gateway.fhir.references import iter_references, parse_reference
@@ -28,6 +33,7 @@ from gateway.store.records import AccessFilter
 OPEN_TYPES = frozenset({"Organization", "Practitioner", "PractitionerRole", "Location", "HealthcareService",
                         "Endpoint"})
 GRANT_TYPES = frozenset({"CareTeam", "Consent"})  # writes that change who may see a patient
+GRANT_SOURCES = {"Organization": ("participant", "actor"), "PractitionerRole": ("participant", "actor")}
 _PATIENT_ELEMENTS = ("subject", "patient", "for", "beneficiary")
 HSA_SYSTEM = "urn:oid:1.2.752.29.4.19"
 _LETTER_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
@@ -58,6 +64,12 @@ class AccessPolicy:
             raise Forbidden(f"The access token's scopes ({caller.scopes}) do not allow {_LETTER_NAMES[letter]} "
                             f"on {rtype}; request system/{rtype}.{letter} (or wider) from the token endpoint.")
 
+    @staticmethod
+    def may_read_type(ctx: RequestContext | None, rtype: str) -> bool:
+        """Included resources: only types the token may read or search."""
+        caller = ctx.caller if ctx else None
+        return caller is None or caller.scopes.allows(rtype, "r") or caller.scopes.allows(rtype, "s")
+
     # -- visibility ------------------------------------------------------------------------
     @staticmethod
     def filter(ctx: RequestContext | None) -> AccessFilter | None:
@@ -80,12 +92,35 @@ class AccessPolicy:
 
     async def check_write(self, ctx: RequestContext | None, current: StoredResource | None, what: str) -> None:
         """Update/patch: patient data the caller may see (the shared plan is edited by its
-        parties); directory resources only by their author. Raises Forbidden."""
+        parties); directory resources, CareTeams and Consents only by their author. Raises Forbidden."""
         caller = ctx.caller if ctx else None
         if caller is None or current is None or current.author == caller.organization:
             return
-        if current.rtype in OPEN_TYPES or not current.author:
+        if current.rtype in OPEN_TYPES or current.rtype in GRANT_TYPES or not current.author:
             raise Forbidden(f"{what} was registered by another organisation; only it may change it.")
+
+    @staticmethod
+    def check_client_id(ctx: RequestContext | None, rtype: str, rid: str) -> None:
+        """An authenticated caller cannot create with an id of its choosing: whether the id is
+        free or held by a resource it may not see, the answer is the same."""
+        if ctx is not None and ctx.caller is not None:
+            raise NotFound(f"{rtype}/{rid} is not known. Ids are assigned by the server: create with POST "
+                           "(or a conditional update without an id).")
+
+    async def check_subject(self, ctx: RequestContext | None, tx: Transaction, rtype: str, patient: str,
+                            current: StoredResource | None) -> None:
+        """Data about a person may be written only by a caller who may see that person, and a
+        resource stays with its person (older versions stay readable to exactly the same parties)."""
+        caller = ctx.caller if ctx else None
+        if caller is None or not patient or rtype == "Patient":
+            return
+        if current is not None and not current.deleted and (current.patient or "") != patient:
+            raise InvalidResource(f"{rtype}/{current.rid} is about another person; a resource cannot be moved "
+                                  "to another patient: create a new one.")
+        found = await tx.read("Patient", patient)  # a Patient created earlier in the same transaction counts
+        if found is None or found.deleted or not await self.can_see(ctx, found):
+            raise InvalidResource(f"Patient/{patient} is not known; data can only be written about a patient "
+                                  "you may see.")
 
     @staticmethod
     def check_delete(ctx: RequestContext | None, current: StoredResource, what: str) -> None:
@@ -99,9 +134,21 @@ class AccessPolicy:
         patient = patient_of(rtype, rid, resource, self.local_base) if resource else ""
         return author, patient
 
-    async def after_write(self, tx: Transaction, rtype: str, patients: set[str]) -> None:
-        """Recompute the grants of the patients a CareTeam or Consent write concerns."""
-        if rtype not in GRANT_TYPES:
+    async def after_write(self, tx: Transaction, rtype: str, rid: str, patients: set[str],
+                          previous: StoredResource | None = None) -> None:
+        """Recompute the grants of the patients a CareTeam or Consent write concerns, or that
+        may depend on an Organization or PractitionerRole that changed: those whose CareTeams /
+        Consents name it, and those its previous HSA-ids held grants for."""
+        if rtype in GRANT_SOURCES:
+            patients = set()
+            for source, param in (("CareTeam", "participant"), ("Consent", "actor")):
+                matches = await tx.search(SearchPlan(source, (ReferenceClause(param, ((rtype, rid),)),)))
+                patients |= {r.patient or "" for r in await tx.read_seqs(matches.seqs)}
+            if previous is not None and previous.body is not None:
+                ref = f"{rtype}/{rid}"
+                old = await self._resolve_organizations(tx, [{"x": {"reference": ref}}], {ref: previous.body})
+                patients |= await tx.grant_patients(old.get(ref, []))
+        elif rtype not in GRANT_TYPES:
             return
         for patient in sorted(p for p in patients if p):
             careteams = await self._about(tx, "CareTeam", patient)
@@ -115,8 +162,10 @@ class AccessPolicy:
         matches = await tx.search(plan)
         return [parse_json(r.body) for r in await tx.read_seqs(matches.seqs)]
 
-    async def _resolve_organizations(self, tx: Transaction, resources: list[dict]) -> dict[str, list[str]]:
-        """'Organization/x' and 'PractitionerRole/y' references → the HSA-ids they stand for."""
+    async def _resolve_organizations(self, tx: Transaction, resources: list[dict],
+                                     bodies: dict[str, bytes] | None = None) -> dict[str, list[str]]:
+        """'Organization/x' and 'PractitionerRole/y' references → the HSA-ids they stand for
+        (``bodies``: use these versions instead of the stored ones, e.g. the one just replaced)."""
         out: dict[str, list[str]] = {}
         pending = [ref for r in resources for ref in iter_references(r)]
         for ref in pending:
@@ -125,11 +174,14 @@ class AccessPolicy:
             parsed = parse_reference(ref, (self.local_base,))
             if not parsed or parsed[0] not in ("Organization", "PractitionerRole"):
                 continue
-            found = await tx.read(parsed[0], parsed[1])
-            if found is None or found.deleted:
+            raw = (bodies or {}).get(ref)
+            if raw is None:
+                found = await tx.read(parsed[0], parsed[1])
+                raw = found.body if found is not None else None
+            if raw is None:
                 out[ref] = []
                 continue
-            body = parse_json(found.body)
+            body = parse_json(raw)
             if parsed[0] == "PractitionerRole":
                 org_ref = (body.get("organization") or {}).get("reference")
                 hsa = _identifier_hsa(body.get("organization"))

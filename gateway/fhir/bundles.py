@@ -101,7 +101,7 @@ class BundleProcessor:
         _reject_duplicates(entries)
         async with self.core.store.transaction() as tx:
             ids = await self._assign_ids(tx, entries, ctx)
-            for e in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
+            for e in sorted(entries, key=_write_order):
                 if e.method in ("GET", "HEAD"):
                     continue
                 try:
@@ -162,8 +162,11 @@ class BundleProcessor:
                                                         ctx=ctx))
         if e.method == "PUT":
             if e.rid is None and e.query:
-                body = e.resource if not assigned else {**e.resource, "id": assigned.split("/", 1)[1]}
-                return _write_outcome(await core.conditional_update_in(tx, e.rtype, e.query, body, ctx=ctx))
+                # An id in the body is the client's (an update of that id if nothing matches);
+                # otherwise the id assigned up front is the server's own.
+                new_id = assigned.split("/", 1)[1] if assigned and "id" not in e.resource else None
+                return _write_outcome(await core.conditional_update_in(tx, e.rtype, e.query, e.resource, ctx=ctx,
+                                                                       new_id=new_id))
             self._require(e, e.rtype and e.rid and not e.rest, "PUT url must be Type/id or Type?criteria")
             return _write_outcome(await core.update_in(tx, e.rtype, e.rid, e.resource, e.request.get("ifMatch"),
                                                         ctx=ctx))
@@ -232,6 +235,14 @@ def _reject_duplicates(entries: list[Entry]) -> None:
             if key in seen:
                 raise BadRequest(f"Bundle.entry[{e.index}]: the transaction names {key} more than once.")
             seen.add(key)
+
+
+def _write_order(e: "Entry") -> tuple[int, int, int]:
+    """FHIR's order (DELETE, POST, PUT/PATCH, GET), except that Patients are written before
+    the other creates and updates: data about a person may only be written once the person
+    is known (gateway.access), and no two entries touch the same resource, so this is safe."""
+    phase = 0 if e.method == "DELETE" else 1 if e.rtype == "Patient" and e.method in ("POST", "PUT", "PATCH") else 2
+    return phase, _ORDER[e.method], e.index
 
 
 def _write_outcome(result: WriteResult) -> Outcome:

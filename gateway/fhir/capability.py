@@ -17,9 +17,10 @@ SOFTWARE_VERSION = "0.1.0"
 
 def capability_statement(registry: SearchRegistry, base_url: str, published: str,
                          profiles: dict[str, list[str]] | None = None,
-                         required: dict[str, list[str]] | None = None) -> bytes:
+                         required: dict[str, list[str]] | None = None, secured: bool = True) -> bytes:
     """``profiles``: type → profile URLs held (supportedProfile); ``required``: type → the
-    profiles every write must meet (listed as ``profile`` when there is exactly one)."""
+    profiles every write must meet (listed as ``profile`` when there is exactly one);
+    ``secured``: SMART backend services on (then ids are the server's: no update-as-create)."""
     resources = []
     for rtype in SUPPORTED_TYPES:
         params = registry.params(rtype)
@@ -29,7 +30,7 @@ def capability_statement(registry: SearchRegistry, base_url: str, published: str
             "interaction": [{"code": code} for code in INTERACTIONS],
             "versioning": "versioned-update",
             "readHistory": True,
-            "updateCreate": True,
+            "updateCreate": not secured,
             "conditionalCreate": True,
             "conditionalRead": "not-match",
             "conditionalUpdate": True,
@@ -75,8 +76,21 @@ def capability_statement(registry: SearchRegistry, base_url: str, published: str
                               "parameters), _include, _revinclude (incl. :iterate, one level), _summary=count, "
                               "_total, _elements. Modifiers: :missing, :exact, :contains, :not, :[type]. "
                               "Date prefixes: eq ne lt le gt ge sa eb."),
+            **({"security": _smart_security(base_url)} if secured else {}),
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
         }],
     }
     return dumps(statement)
+
+
+def _smart_security(base_url: str) -> dict:
+    return {
+        "extension": [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                       "extension": [{"url": "token", "valueUri": f"{base_url}/auth/token"}]}],
+        "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                 "code": "SMART-on-FHIR"}]}],
+        "description": "SMART Backend Services (client credentials, private_key_jwt RS384/ES384); see "
+                       f"{base_url}/.well-known/smart-configuration. Organisations see what they created, and "
+                       "other organisations' data about a person only with CareTeam membership and consent.",
+    }

@@ -200,6 +200,8 @@ class FhirCore:
         self.access.check_scope(ctx, rtype, "c")
         self._check_body(rtype, resource)
         if if_none_exist:
+            # A match is answered with the existing resource: that is a read.
+            self.access.check_scope(ctx, rtype, "r")
             existing = await self.match_one(tx, rtype, if_none_exist, "If-None-Exist", ctx)
             if existing is not None:
                 return WriteResult(existing, created=False, changed=False)
@@ -222,13 +224,15 @@ class FhirCore:
         """The current version, if the caller may see it; an id taken by a resource the caller
         may not see is refused as unknown, so that a PUT cannot probe for it."""
         current = await tx.read(rtype, rid)
-        if current is not None and not await self.access.can_see(ctx, current):
-            raise NotFound(f"{rtype}/{rid} is not known, and this id cannot be used for a new resource.")
+        if current is None or not await self.access.can_see(ctx, current):
+            self.access.check_client_id(ctx, rtype, rid)  # same answer for a free id and a hidden one
         return current
 
     async def conditional_update_in(self, tx: Transaction, rtype: str, query: str, resource: dict,
-                                    prepared: Prepared | None = None,
-                                    ctx: RequestContext | None = None) -> WriteResult:
+                                    prepared: Prepared | None = None, ctx: RequestContext | None = None,
+                                    new_id: str | None = None) -> WriteResult:
+        """``new_id``: the server-assigned id to create with when nothing matches (a transaction
+        assigns it up front so that references to the entry resolve)."""
         check_type(rtype)
         self.access.check_scope(ctx, rtype, "u")
         self._check_body(rtype, resource)
@@ -239,7 +243,7 @@ class FhirCore:
                 raise Conflict(f"{rtype}/{rid} exists but does not match '{query}'; fix the id or the criteria.")
             if rid is not None:
                 return await self.update_in(tx, rtype, rid, resource, prepared=prepared, ctx=ctx)
-            return await self.create_in(tx, rtype, resource, prepared=prepared, ctx=ctx)
+            return await self.create_in(tx, rtype, resource, rid=new_id, prepared=prepared, ctx=ctx)
         if resource.get("id") not in (None, existing.rid):
             raise BadRequest(f"The body's id '{resource['id']}' differs from the matching {rtype}/{existing.rid}.")
         return await self.update_in(tx, rtype, existing.rid, {**resource, "id": existing.rid}, prepared=prepared,
@@ -291,7 +295,7 @@ class FhirCore:
         self.access.check_delete(ctx, current, f"{rtype}/{rid}")
         version = StoredResource(rtype, rid, current.vid + 1, self._now(), None)
         stored = WriteResult(await self._save(tx, version, None), created=False)
-        await self.access.after_write(tx, rtype, {current.patient or ""})
+        await self.access.after_write(tx, rtype, rid, {current.patient or ""}, previous=current)
         return stored
 
     # -- helpers -------------------------------------------------------------------
@@ -371,9 +375,11 @@ class FhirCore:
         canonical["meta"]["lastUpdated"] = format_instant(now)
         version = StoredResource(rtype, rid, vid, now, dumps(canonical))
         access = self.access.access_row(ctx, rtype, rid, canonical)
+        await self.access.check_subject(ctx, tx, rtype, access[1], previous)
         stored = await self._save(tx, version, prepared.index, access)
         # A CareTeam or Consent write changes who may see its patient (and the one it left).
-        await self.access.after_write(tx, rtype, {access[1], (previous.patient if previous else "") or ""})
+        await self.access.after_write(tx, rtype, rid, {access[1], (previous.patient if previous else "") or ""},
+                                      previous=previous)
         return stored
 
     @staticmethod

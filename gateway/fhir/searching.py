@@ -65,6 +65,7 @@ class SearchService:
         snapshot = await self.store.load_snapshot(values.get("_getpages", ""))
         if snapshot is None or snapshot.owner != _owner(ctx):
             raise NotFound("This search page has expired or never existed; run the search again.")
+        self.access.check_scope(ctx, snapshot.rtype, "s")
         offset = require_uint(values.get("_getpagesoffset", "0"), "_getpagesoffset")
         req = self.parser.parse(snapshot.rtype, parse_qsl(snapshot.query))
         count = min(require_uint(values.get("_count", str(req.count)), "_count"), self.parser.max_count) or req.count
@@ -89,14 +90,18 @@ class SearchService:
 
     async def _page_bundle(self, rtype: str, req: SearchRequest, seqs: list[int], total: int | None,
                            links: list[tuple[str, str]], ctx: RequestContext) -> bytes:
-        matches = await self.store.read_seqs(seqs)
-        included = await self.access.visible(ctx, await self._included(rtype, req, matches))
+        # Pages of a snapshot are read later: what the caller may no longer see is left out.
+        matches = await self.access.visible(ctx, await self.store.read_seqs(seqs))
+        included = [r for r in await self._included(rtype, req, matches, ctx) if self.access.may_read_type(ctx, r.rtype)]
         entries = [search_entry(ctx.base_url, r, "match", _elements(r.body, req.elements)) for r in matches]
         entries += [search_entry(ctx.base_url, r, "include") for r in included]
         return bundle("searchset", entries, total=total, links=links)
 
-    async def _included(self, rtype: str, req: SearchRequest, matches: list[StoredResource]) -> list[StoredResource]:
-        """_include/_revinclude on the matches, then ``:iterate`` ones once more on everything found."""
+    async def _included(self, rtype: str, req: SearchRequest, matches: list[StoredResource],
+                        ctx: RequestContext) -> list[StoredResource]:
+        """_include/_revinclude on the matches, then ``:iterate`` ones once more on everything found.
+        What the caller may not see is dropped at each level, so iterating never follows a link
+        out of a hidden resource."""
         if not (req.includes or req.revincludes):
             return []
         seen = {(r.rtype, r.rid) for r in matches}
@@ -110,7 +115,7 @@ class SearchService:
                 if inc.iterate is iterate:
                     found += await self._reverse(inc, sources)
             fresh = []
-            for r in found:
+            for r in await self.access.visible(ctx, found):
                 if (r.rtype, r.rid) not in seen:
                     seen.add((r.rtype, r.rid))
                     fresh.append(r)

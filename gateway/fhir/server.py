@@ -43,7 +43,8 @@ class FhirServer:
             by_type: dict[str, list[str]] = {}
             for url, profile in self.validator.profiles.items():
                 by_type.setdefault(profile.rtype, []).append(url)
-            cached = capability_statement(self.registry, base_url, self._published, by_type, self.validator.required)
+            cached = capability_statement(self.registry, base_url, self._published, by_type, self.validator.required,
+                                          secured=self.settings.security != "off")
             if len(self._capability) < 8:  # the Host header picks the base: bound the cache
                 self._capability[base_url] = cached
         return cached

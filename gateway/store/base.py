@@ -66,6 +66,10 @@ class Transaction(Reader):
         """
 
     @abstractmethod
+    async def grant_patients(self, organizations: list[str]) -> set[str]:
+        """Patients any of these organisations holds a grant row for (any time)."""
+
+    @abstractmethod
     async def replace_grants(self, patient: str, grants: list[tuple[str, int, int]]) -> None:
         """Set which organisations may see this patient's data: (organisation, from_us, to_us)."""
 

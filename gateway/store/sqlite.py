@@ -120,6 +120,13 @@ class SqliteTransaction(Transaction):
     async def read_seqs(self, seqs: list[int]) -> list[StoredResource]:
         return _read_seqs(self._conn, seqs)
 
+    async def grant_patients(self, organizations: list[str]) -> set[str]:
+        if not organizations:
+            return set()
+        rows = self._conn.execute(f"SELECT DISTINCT patient FROM access_grants WHERE org IN "
+                                  f"({','.join('?' * len(organizations))})", organizations).fetchall()
+        return {r[0] for r in rows}
+
     async def replace_grants(self, patient: str, grants: list[tuple[str, int, int]]) -> None:
         self._conn.execute("DELETE FROM access_grants WHERE patient = ?", (patient,))
         self._conn.executemany("INSERT OR REPLACE INTO access_grants VALUES (?, ?, ?, ?)",
