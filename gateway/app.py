@@ -24,9 +24,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         await store.open()
         gate.open(settings.db_path)
+        await server.audit.start()
         try:
             yield
         finally:
+            await server.audit.stop()
             gate.close()
             await store.close()
 

@@ -91,4 +91,4 @@ def context(request: Request, base_url: str | None) -> RequestContext:
         base_url = f"{request.scope.get('scheme', 'http')}://{host}{request.scope.get('root_path', '')}/fhir"
     p = prefer(request)
     return RequestContext(base_url, lenient=p.get("handling") == "lenient", prefer_return=p.get("return"),
-                          caller=request.scope.get("gateway.caller"))
+                          caller=request.scope.get("gateway.caller"), audit=request.scope.get("gateway.audit"))

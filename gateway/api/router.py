@@ -14,6 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.api.auth import SMART_CONFIG_PATH, TOKEN_PATH, AuthGate
 from gateway.api.http import context, error_response
+from gateway.access.trail import AuditTrail
 from gateway.api.routes import FhirHandlers
 from gateway.errors import FhirError, MethodNotAllowed, NotFound
 
@@ -61,9 +62,24 @@ class FhirMount:
         await self.app(scope, receive, send)
 
 
+_INTERACTIONS = {
+    ("T/I", "GET"): "read", ("T/I", "PUT"): "update", ("T/I", "PATCH"): "patch", ("T/I", "DELETE"): "delete",
+    ("T/I/_history/V", "GET"): "vread", ("T/I/_history", "GET"): "history-instance",
+    ("T/_history", "GET"): "history-type", ("_history", "GET"): "history-system",
+    ("T", "GET"): "search-type", ("T/_search", "POST"): "search-type", ("", "GET"): "search-type",
+    ("T", "POST"): "create", ("T", "PUT"): "update", ("", "POST"): "transaction",
+}
+
+
+def _interaction(pattern: str, method: str) -> str:
+    """The FHIR restful-interaction code of a request, for its access-log entry."""
+    return _INTERACTIONS.get((pattern, "GET" if method == "HEAD" else method), "operation")
+
+
 class FhirRouter:
     def __init__(self, handlers: FhirHandlers, gate: AuthGate):
         self.gate = gate
+        self.audit = handlers.server.audit
         self.base_url = handlers.base_url
         h = handlers
         self.table = {
@@ -90,6 +106,9 @@ class FhirRouter:
             log.error("unhandled %s on %s %s", type(exc).__name__, scope["method"], scope["path"])
             response = error_response(FhirError("The server failed to process the request; it has been logged.",
                                                 status=500))
+        if "gateway.interaction" in scope and self.gate.enabled:  # the access log (patientdatalagen)
+            self.audit.record_request(context(request, self.base_url), scope["gateway.interaction"],
+                                      response.status_code, scope.get("query_string", b"").decode("latin-1"))
         await response(scope, receive, send)
 
     async def _dispatch(self, request: Request, scope: Scope):
@@ -101,6 +120,8 @@ class FhirRouter:
         segments = [s for s in relative.split("/") if s]
         pattern, args = _shape(segments)
         if pattern != "metadata":  # the CapabilityStatement is public; everything else needs a token
+            scope["gateway.interaction"] = _interaction(pattern, scope["method"])
+            scope["gateway.audit"] = AuditTrail()
             scope["gateway.caller"] = self.gate.caller(request, context(request, self.base_url).base_url)
         methods = self.table.get(pattern)
         if methods is None:

@@ -23,6 +23,9 @@ def capability_statement(registry: SearchRegistry, base_url: str, published: str
     ``secured``: SMART backend services on (then ids are the server's: no update-as-create)."""
     resources = []
     for rtype in SUPPORTED_TYPES:
+        if rtype == "AuditEvent":
+            resources.append(_audit_event_resource())
+            continue
         params = registry.params(rtype)
         references = sorted(c for c, p in params.items() if p.type == "reference")
         resources.append({
@@ -36,7 +39,7 @@ def capability_statement(registry: SearchRegistry, base_url: str, published: str
             "conditionalUpdate": True,
             "conditionalDelete": "not-supported",
             "searchInclude": ["*"] + [f"{rtype}:{c}" for c in references],
-            "searchRevInclude": sorted({f"{src}:{c}" for src in SUPPORTED_TYPES
+            "searchRevInclude": sorted({f"{src}:{c}" for src in SUPPORTED_TYPES if src != "AuditEvent"
                                         for c, p in registry.params(src).items()
                                         if p.type == "reference" and (not p.targets or rtype in p.targets)}),
             **({"profile": required[rtype][0]} if len((required or {}).get(rtype, [])) == 1 else {}),
@@ -82,6 +85,20 @@ def capability_statement(registry: SearchRegistry, base_url: str, published: str
         }],
     }
     return dumps(statement)
+
+
+def _audit_event_resource() -> dict:
+    return {
+        "type": "AuditEvent",
+        "documentation": "The access log: one entry per access and change, written by the gateway; readable and "
+                         "searchable by administrator clients only, never changed or deleted.",
+        "interaction": [{"code": "read"}, {"code": "search-type"}],
+        "searchInclude": [],
+        "searchRevInclude": [],
+        "searchParam": [{"name": "patient", "type": "reference"}, {"name": "agent", "type": "token",
+                         "documentation": "HSA-id of the organisation that acted"},
+                        {"name": "date", "type": "date"}],
+    }
 
 
 def _smart_security(base_url: str) -> dict:

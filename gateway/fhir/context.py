@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.access.caller import Caller
+from gateway.access.trail import AuditTrail
 
 
 @dataclass(frozen=True)
@@ -12,3 +13,4 @@ class RequestContext:
     lenient: bool = False  # Prefer: handling=lenient — ignore unknown search parameters
     prefer_return: str | None = None  # Prefer: return=minimal|representation|OperationOutcome
     caller: Caller | None = None  # None: a trusted internal caller (or GATEWAY_SECURITY=off)
+    audit: AuditTrail | None = None  # what this request touched, for the access log

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 import jsonpatch
 
+from gateway.access.audit import AuditLog
 from gateway.access.policy import AccessPolicy
 from gateway.errors import (
     BadRequest, Conflict, Gone, Issue, MethodNotAllowed, NotFound, PreconditionFailed, UnprocessablePatch, information_outcome,
@@ -47,7 +48,17 @@ class WriteResult:
     changed: bool = True  # False: conditional create found an existing match, delete of nothing
 
 
+AUDIT_TYPE = "AuditEvent"  # the access log: written by the gateway, read by administrators
+
+
+def _saw(ctx: RequestContext | None, resources: list[StoredResource]) -> None:
+    if ctx is not None and ctx.audit is not None:
+        ctx.audit.saw(resources)
+
+
 def check_type(rtype: str) -> None:
+    if rtype == AUDIT_TYPE:
+        AuditLog.refuse_write()
     if rtype in CONFORMANCE_TYPES:
         raise MethodNotAllowed(f"{rtype} resources are read-only here: they are defined in the gateway's "
                                "profiles/ and change with a release, not over the API.")
@@ -81,9 +92,11 @@ def unpack_validate_parameters(body: object, mode: str | None) -> tuple[object, 
 
 class FhirCore:
     def __init__(self, store: Store, registry: SearchRegistry, parser: QueryParser, validator: Validator,
-                 conformance: ConformanceLibrary | None = None, access: AccessPolicy | None = None):
+                 conformance: ConformanceLibrary | None = None, access: AccessPolicy | None = None,
+                 audit: AuditLog | None = None):
         self.conformance = conformance or ConformanceLibrary([])
         self.access = access or AccessPolicy(store, parser.local_base)
+        self.audit = audit or AuditLog(store)
         self.store = store
         self.registry = registry
         self.parser = parser
@@ -93,11 +106,14 @@ class FhirCore:
     async def read(self, rtype: str, rid: str, ctx: RequestContext | None = None) -> StoredResource:
         if rtype in CONFORMANCE_TYPES:
             return self.conformance.read(rtype, rid)
+        if rtype == AUDIT_TYPE:
+            return await self.audit.read(ctx, rid)
         check_type(rtype)
         self.access.check_scope(ctx, rtype, "r")
         found = await self.store.read(rtype, rid)
         if found is None or not await self.access.can_see(ctx, found):  # forbidden looks missing
             raise NotFound(f"{rtype}/{rid} is not known.")
+        _saw(ctx, [found])
         if found.deleted:
             raise Gone(f"{rtype}/{rid} was deleted (version {found.vid}).")
         return found
@@ -116,6 +132,7 @@ class FhirCore:
         found = await self.store.read_version(rtype, rid, version)
         if found is None or not await self.access.can_see(ctx, found):
             raise NotFound(f"{rtype}/{rid} has no version {vid}.")
+        _saw(ctx, [found])
         if found.deleted:
             raise Gone(f"Version {vid} of {rtype}/{rid} records its deletion.")
         return found
@@ -266,7 +283,8 @@ class FhirCore:
         if ahead is None or ahead[0] != current.vid:
             ahead = self._apply_patch(rtype, rid, current, patch)
         _, patched, prepared = ahead
-        stored = await self._put(tx, rtype, rid, patched, current.vid + 1, prepared, ctx, previous=current)
+        stored = await self._put(tx, rtype, rid, patched, current.vid + 1, prepared, ctx, previous=current,
+                                 interaction="patch")
         return WriteResult(stored, created=False)
 
     def _apply_patch(self, rtype: str, rid: str, current: StoredResource, patch: object) -> tuple[int, dict, Prepared]:
@@ -295,6 +313,7 @@ class FhirCore:
         self.access.check_delete(ctx, current, f"{rtype}/{rid}")
         version = StoredResource(rtype, rid, current.vid + 1, self._now(), None)
         stored = WriteResult(await self._save(tx, version, None), created=False)
+        await self.audit.record_change(tx, ctx, "delete", stored.stored)
         await self.access.after_write(tx, rtype, rid, {current.patient or ""}, previous=current)
         return stored
 
@@ -366,7 +385,7 @@ class FhirCore:
 
     async def _put(self, tx: Transaction, rtype: str, rid: str, resource: dict, vid: int,
                    prepared: Prepared | None = None, ctx: RequestContext | None = None,
-                   previous: StoredResource | None = None) -> StoredResource:
+                   previous: StoredResource | None = None, interaction: str | None = None) -> StoredResource:
         prepared = prepared or self.prepare(rtype, resource)
         now = self._now()
         canonical = prepared.canonical
@@ -377,6 +396,8 @@ class FhirCore:
         access = self.access.access_row(ctx, rtype, rid, canonical)
         await self.access.check_subject(ctx, tx, rtype, access[1], previous)
         stored = await self._save(tx, version, prepared.index, access)
+        created = previous is None or previous.deleted
+        await self.audit.record_change(tx, ctx, interaction or ("create" if created else "update"), stored)
         # A CareTeam or Consent write changes who may see its patient (and the one it left).
         await self.access.after_write(tx, rtype, rid, {access[1], (previous.patient if previous else "") or ""},
                                       previous=previous)

@@ -11,13 +11,14 @@ import uuid
 from dataclasses import replace
 from urllib.parse import parse_qsl, urlencode
 
+from gateway.access.audit import AuditLog
 from gateway.access.policy import AccessPolicy
 from gateway.errors import BadRequest, NotFound
 from gateway.fhir.bundle_bytes import bundle, history_entry, search_entry
 from gateway.fhir.canonical import dumps, parse_json
 from gateway.fhir.context import RequestContext
 from gateway.fhir.conformance import CONFORMANCE_TYPES, ConformanceLibrary
-from gateway.fhir.interactions import check_type
+from gateway.fhir.interactions import AUDIT_TYPE, check_type
 from gateway.fhir.types import require_uint
 from gateway.search.dates import parse_instant
 from gateway.search.query import Include, QueryParser, SearchRequest
@@ -31,9 +32,11 @@ _SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationVal
 
 class SearchService:
     def __init__(self, store: Store, registry: SearchRegistry, parser: QueryParser, snapshot_ttl: int,
-                 conformance: ConformanceLibrary | None = None, access: AccessPolicy | None = None):
+                 conformance: ConformanceLibrary | None = None, access: AccessPolicy | None = None,
+                 audit: AuditLog | None = None):
         self.conformance = conformance or ConformanceLibrary([])
         self.access = access or AccessPolicy(store, parser.local_base)
+        self.audit = audit or AuditLog(store)
         self.store = store
         self.registry = registry
         self.parser = parser
@@ -42,6 +45,8 @@ class SearchService:
     async def search(self, rtype: str, params: list[tuple[str, str]], ctx: RequestContext) -> bytes:
         if rtype in CONFORMANCE_TYPES:
             return self.conformance.search(rtype, params, ctx)
+        if rtype == AUDIT_TYPE:
+            return await self.audit.search(ctx, params, self.parser.default_count, self.parser.max_count)
         check_type(rtype)
         self.access.check_scope(ctx, rtype, "s")
         req = self.parser.parse(rtype, params, lenient=ctx.lenient, base_url=ctx.base_url)
@@ -93,6 +98,8 @@ class SearchService:
         # Pages of a snapshot are read later: what the caller may no longer see is left out.
         matches = await self.access.visible(ctx, await self.store.read_seqs(seqs))
         included = [r for r in await self._included(rtype, req, matches, ctx) if self.access.may_read_type(ctx, r.rtype)]
+        if ctx.audit is not None:
+            ctx.audit.saw(matches + included)
         entries = [search_entry(ctx.base_url, r, "match", _elements(r.body, req.elements)) for r in matches]
         entries += [search_entry(ctx.base_url, r, "include") for r in included]
         return bundle("searchset", entries, total=total, links=links)
@@ -160,6 +167,8 @@ class SearchService:
                 raise NotFound(f"{rtype}/{rid} is not known.")
         access = self.access.filter(ctx)
         versions, total = await self.store.history(HistoryQuery(rtype, rid, since, cursor, count, access))
+        if ctx.audit is not None:
+            ctx.audit.saw([v for v in versions if not v.deleted])
         path = "/".join(p for p in (ctx.base_url, rtype, rid, "_history") if p)
         keep = {k: v for k, v in values.items() if k in ("_since", "_count")}
         links = [("self", path + (f"?{urlencode({**keep, **({'_cursor': cursor} if cursor else {})})}"

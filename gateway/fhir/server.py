@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from gateway.access.audit import AuditLog
 from gateway.access.policy import AccessPolicy
 from gateway.fhir.bundles import BundleProcessor
 from gateway.fhir.capability import capability_statement
@@ -30,9 +31,10 @@ class FhirServer:
         self.validator = Validator.load(settings.profiles_dir, parse_required(settings.required_profiles))
         self.conformance = ConformanceLibrary.load(settings.profiles_dir, self.registry.definitions)
         self.access = AccessPolicy(store, parser.local_base)
-        self.core = FhirCore(store, self.registry, parser, self.validator, self.conformance, self.access)
+        self.audit = AuditLog(store)
+        self.core = FhirCore(store, self.registry, parser, self.validator, self.conformance, self.access, self.audit)
         self.search = SearchService(store, self.registry, parser, settings.search_snapshot_ttl, self.conformance,
-                                    self.access)
+                                    self.access, self.audit)
         self.bundles = BundleProcessor(self.core, self.search)
         self._published = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         self._capability: dict[str, bytes] = {}

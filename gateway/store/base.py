@@ -11,7 +11,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from gateway.store.plan import SearchMatches, SearchPlan
-from gateway.store.records import AccessFilter, IndexRows, StoredResource
+from gateway.store.records import AccessFilter, AuditRecord, IndexRows, StoredResource
 
 
 class VersionConflict(Exception):
@@ -26,6 +26,16 @@ class HistoryQuery:
     before_seq: int | None = None  # keyset paging: versions older than this seq
     limit: int = 20
     access: AccessFilter | None = None  # None: every version (trusted caller)
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    patient: str | None = None
+    organization: str | None = None
+    since_us: int | None = None
+    until_us: int | None = None
+    before_seq: int | None = None
+    limit: int = 20
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,10 @@ class Transaction(Reader):
         ``body`` None records a deletion and drops the index rows. ``access`` = (author
         organisation, patient id): the author is kept from the first version. Raises VersionConflict.
         """
+
+    @abstractmethod
+    async def append_audit(self, records: list[AuditRecord]) -> None:
+        """Access-log entries for the changes of this transaction (committed with them)."""
 
     @abstractmethod
     async def grant_patients(self, organizations: list[str]) -> set[str]:
@@ -107,6 +121,17 @@ class Store(Reader):
     @abstractmethod
     async def history(self, query: HistoryQuery) -> tuple[list[StoredResource], int]:
         """Versions newest first, and the total count matching the query (ignoring paging)."""
+
+    @abstractmethod
+    async def append_audit(self, records: list[AuditRecord]) -> None:
+        """Access-log entries in their own transaction (read accesses, refused requests)."""
+
+    @abstractmethod
+    async def read_audit(self, seq: int) -> AuditRecord | None: ...
+
+    @abstractmethod
+    async def search_audit(self, query: AuditQuery) -> tuple[list[AuditRecord], int]:
+        """Newest first, and the total matching (ignoring paging)."""
 
     @abstractmethod
     async def has_grant(self, organization: str, patients: list[str], now_us: int) -> set[str]:

@@ -51,6 +51,23 @@ class AccessFilter:
     open_types: frozenset[str]
 
 
+@dataclass(slots=True)
+class AuditRecord:
+    """One access-log entry: who (client, organisation) did what (action, interaction) to which
+    resources about which patients, with what outcome (AuditEvent codes 0 / 4 / 8)."""
+
+    recorded_us: int
+    action: str  # C R U D E
+    interaction: str  # read vread search history-instance create update patch delete transaction operation
+    outcome: str  # "0" success, "4" refused or failed by the client's fault, "8" server failure
+    client: str
+    organization: str
+    entities: list[str]  # "Task/1/_history/2", "Patient/x" …
+    patients: list[str]
+    query: str = ""  # the search or operation request, as sent
+    seq: int = 0
+
+
 def format_instant(us: int) -> str:
     """FHIR instant with millisecond precision, UTC."""
     dt = datetime.fromtimestamp(us / 1e6, tz=timezone.utc)

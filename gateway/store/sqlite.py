@@ -8,6 +8,7 @@ loop: a primary-key read is tens of microseconds, cheaper than a hop to a thread
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from array import array
@@ -15,9 +16,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
 
-from gateway.store.base import HistoryQuery, Snapshot, Store, Transaction, VersionConflict
+from gateway.store.base import AuditQuery, HistoryQuery, Snapshot, Store, Transaction, VersionConflict
 from gateway.store.plan import SearchMatches, SearchPlan
-from gateway.store.records import IndexRows, StoredResource
+from gateway.store.records import AuditRecord, IndexRows, StoredResource
 from gateway.store.sqlsearch import ACCESS_CONDITION, access_args, from_where, order_by
 
 SCHEMA_VERSION = 2  # 2: res_access and access_grants (organisation access)
@@ -65,6 +66,15 @@ CREATE INDEX IF NOT EXISTS res_access_patient ON res_access (patient);
 CREATE TABLE IF NOT EXISTS access_grants (org TEXT NOT NULL, patient TEXT NOT NULL, valid_from INTEGER NOT NULL,
     valid_to INTEGER NOT NULL, PRIMARY KEY (org, patient, valid_from)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS access_grants_patient ON access_grants (patient);
+-- The access log (patientdatalagen): append-only; served as AuditEvent to administrators.
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, recorded INTEGER NOT NULL, action TEXT NOT NULL,
+    interaction TEXT NOT NULL, outcome TEXT NOT NULL, client TEXT NOT NULL, organization TEXT NOT NULL,
+    entities TEXT NOT NULL, query TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_patient (patient TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (patient, seq)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS audit_org ON audit_log (organization, seq);
 CREATE TABLE IF NOT EXISTS search_snapshots (
     id TEXT PRIMARY KEY, expires INTEGER NOT NULL, rtype TEXT NOT NULL, query TEXT NOT NULL,
     total INTEGER NOT NULL, seqs BLOB NOT NULL, owner TEXT NOT NULL DEFAULT ''
@@ -99,6 +109,19 @@ def _search(conn: sqlite3.Connection, plan: SearchPlan) -> SearchMatches:
     return SearchMatches(seqs, total)
 
 
+def _append_audit(conn: sqlite3.Connection, records: list[AuditRecord]) -> None:
+    for r in records:
+        seq = conn.execute("INSERT INTO audit_log (recorded, action, interaction, outcome, client, organization, "
+                           "entities, query) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (r.recorded_us, r.action, r.interaction, r.outcome, r.client, r.organization,
+                            json.dumps(r.entities), r.query)).lastrowid
+        conn.executemany("INSERT OR IGNORE INTO audit_patient VALUES (?, ?)", [(p, seq) for p in r.patients])
+
+
+def _audit_record(row: tuple, patients: list[str]) -> AuditRecord:
+    return AuditRecord(row[1], row[2], row[3], row[4], row[5], row[6], json.loads(row[7]), patients, row[8], row[0])
+
+
 def _read_seqs(conn: sqlite3.Connection, seqs: list[int]) -> list[StoredResource]:
     if not seqs:
         return []
@@ -119,6 +142,9 @@ class SqliteTransaction(Transaction):
 
     async def read_seqs(self, seqs: list[int]) -> list[StoredResource]:
         return _read_seqs(self._conn, seqs)
+
+    async def append_audit(self, records: list[AuditRecord]) -> None:
+        _append_audit(self._conn, records)
 
     async def grant_patients(self, organizations: list[str]) -> set[str]:
         if not organizations:
@@ -370,6 +396,46 @@ class SqliteStore(Store):
         rows = self._reader.execute(f"{_VERSION_COLUMNS} WHERE {where} ORDER BY v.seq DESC LIMIT ?",
                                     [*args, query.limit]).fetchall()
         return [StoredResource(*r) for r in rows], total
+
+    async def append_audit(self, records: list[AuditRecord]) -> None:
+        if records:
+            async with self.transaction():
+                _append_audit(self._writer, records)
+
+    async def read_audit(self, seq: int) -> AuditRecord | None:
+        row = self._reader.execute("SELECT * FROM audit_log WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            return None
+        patients = [p for (p,) in self._reader.execute("SELECT patient FROM audit_patient WHERE seq = ?", (seq,))]
+        return _audit_record(row, patients)
+
+    async def search_audit(self, query: AuditQuery) -> tuple[list[AuditRecord], int]:
+        conds, args = [], []
+        if query.patient is not None:
+            conds.append("seq IN (SELECT seq FROM audit_patient WHERE patient = ?)")
+            args.append(query.patient)
+        if query.organization is not None:
+            conds.append("organization = ?")
+            args.append(query.organization)
+        if query.since_us is not None:
+            conds.append("recorded >= ?")
+            args.append(query.since_us)
+        if query.until_us is not None:
+            conds.append("recorded < ?")
+            args.append(query.until_us)
+        where = " AND ".join(conds) or "1"
+        total = self._reader.execute(f"SELECT COUNT(*) FROM audit_log WHERE {where}", args).fetchone()[0]
+        if query.before_seq is not None:
+            where += " AND seq < ?"
+            args.append(query.before_seq)
+        rows = self._reader.execute(f"SELECT * FROM audit_log WHERE {where} ORDER BY seq DESC LIMIT ?",
+                                    [*args, query.limit]).fetchall()
+        out = []
+        for row in rows:
+            patients = [p for (p,) in self._reader.execute("SELECT patient FROM audit_patient WHERE seq = ?",
+                                                            (row[0],))]
+            out.append(_audit_record(row, patients))
+        return out, total
 
     async def save_snapshot(self, snapshot: Snapshot, ttl_seconds: int) -> None:
         now = int(time.time())

@@ -1,0 +1,116 @@
+"""The access log (patientdatalagen): every access and change becomes an AuditEvent that
+administrators can search by patient and organisation and nobody can change.
+"""
+from __future__ import annotations
+
+import base64
+
+import pytest
+from conftest import FHIR, FHIR_JSON, TEST_ORG, get_token, patient, running_gateway, task
+
+ADMIN_ORG = "SE2321000016-ADM1"
+OTHER_ORG = "SE2120001231-OTH1"
+
+
+@pytest.fixture
+async def gw(settings):
+    async with running_gateway(settings) as client:  # authorised as TEST_ORG, system/*.cruds
+        admin = await get_token(client, settings.db_path, scope="system/AuditEvent.rs", organization=ADMIN_ORG,
+                                admin=True)
+        other = await get_token(client, settings.db_path, organization=OTHER_ORG)
+        client.admin_headers = {"Authorization": f"Bearer {admin}"}
+        client.other_headers = {"Authorization": f"Bearer {other}"}
+        yield client
+
+
+async def audit(client, query: str) -> list[dict]:
+    r = await client.get(f"{FHIR}/AuditEvent?{query}", headers=client.admin_headers)
+    assert r.status_code == 200, r.text
+    return [e["resource"] for e in r.json().get("entry", [])]
+
+
+def entities(event: dict) -> list[str]:
+    return [e["what"]["reference"] for e in event.get("entity", []) if "what" in e]
+
+
+async def test_a_change_is_logged_with_who_what_patient_action_and_outcome(gw):
+    pid = (await gw.post(f"{FHIR}/Patient", json=patient(), headers=FHIR_JSON)).json()["id"]
+    tid = (await gw.post(f"{FHIR}/Task", json=task(f"Patient/{pid}"), headers=FHIR_JSON)).json()["id"]
+    events = await audit(gw, f"patient={pid}")
+    creates = [e for e in events if e["action"] == "C"]
+    assert {tuple(entities(e)) for e in creates} == {(f"Patient/{pid}/_history/1", f"Patient/{pid}"),
+                                                      (f"Task/{tid}/_history/1", f"Patient/{pid}")}
+    for e in creates:
+        assert e["outcome"] == "0" and e["subtype"][0]["code"] == "create"
+        assert e["agent"][0]["who"]["identifier"]["value"] == TEST_ORG
+        assert e["agent"][0]["altId"]  # the client id
+
+
+async def test_reads_and_searches_are_logged_with_the_patients_they_showed(gw):
+    pid = (await gw.post(f"{FHIR}/Patient", json=patient(), headers=FHIR_JSON)).json()["id"]
+    tid = (await gw.post(f"{FHIR}/Task", json=task(f"Patient/{pid}"), headers=FHIR_JSON)).json()["id"]
+    assert (await gw.get(f"{FHIR}/Task/{tid}")).status_code == 200
+    assert (await gw.get(f"{FHIR}/Task?patient={pid}")).status_code == 200
+    events = await audit(gw, f"patient={pid}")
+    read = next(e for e in events if e["subtype"][0]["code"] == "read")
+    assert read["action"] == "R" and f"Task/{tid}/_history/1" in entities(read)
+    search = next(e for e in events if e["subtype"][0]["code"] == "search-type")
+    query = next(e["query"] for e in search["entity"] if "query" in e)
+    assert base64.b64decode(query).decode() == f"patient={pid}"
+
+
+async def test_a_refused_read_is_logged_as_a_failure_without_showing_anything(gw):
+    pid = (await gw.post(f"{FHIR}/Patient", json=patient(), headers=FHIR_JSON)).json()["id"]
+    r = await gw.get(f"{FHIR}/Patient/{pid}", headers=gw.other_headers)
+    assert r.status_code == 404
+    events = await audit(gw, f"agent={OTHER_ORG}")
+    assert [(e["action"], e["outcome"], entities(e)) for e in events] == [("R", "4", [])]
+
+
+async def test_a_request_without_token_is_logged(gw):
+    anonymous = {"Authorization": "Bearer not-a-token"}
+    assert (await gw.get(f"{FHIR}/Patient", headers=anonymous)).status_code == 401
+    events = await audit(gw, "_count=50")
+    assert any(e["outcome"] == "4" and "who" not in e["agent"][0] for e in events)
+
+
+async def test_a_failed_write_leaves_no_change_entry_only_the_refusal(gw):
+    bad = {"resourceType": "Task", "status": "no-such-status", "intent": "order"}
+    assert (await gw.post(f"{FHIR}/Task", json=bad, headers=FHIR_JSON)).status_code == 422
+    events = await audit(gw, f"agent={TEST_ORG}")
+    assert [(e["action"], e["outcome"]) for e in events] == [("C", "4")]
+    assert not any(entities(e) for e in events)
+
+
+async def test_each_change_of_a_transaction_is_logged_in_it(gw):
+    pid = (await gw.post(f"{FHIR}/Patient", json=patient(), headers=FHIR_JSON)).json()["id"]
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": task(f"Patient/{pid}"), "request": {"method": "POST", "url": "Task"}} for _ in range(3)]}
+    assert (await gw.post(FHIR, json=bundle, headers=FHIR_JSON)).status_code == 200
+    events = await audit(gw, f"patient={pid}")
+    assert len([e for e in events if e["action"] == "C" and entities(e)[0].startswith("Task/")]) == 3
+
+
+async def test_the_access_log_is_for_administrators_only(gw):
+    r = await gw.get(f"{FHIR}/AuditEvent?patient=x")
+    assert r.status_code == 403 and "administrators" in r.json()["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize("method,path", [("POST", "AuditEvent"), ("PUT", "AuditEvent/1"), ("DELETE", "AuditEvent/1"),
+                                         ("PATCH", "AuditEvent/1")])
+async def test_nobody_can_write_change_or_delete_the_access_log(gw, method, path):
+    await gw.post(f"{FHIR}/Patient", json=patient(), headers=FHIR_JSON)  # there is an entry 1
+    body = {"resourceType": "AuditEvent", "id": "1"} if method in ("POST", "PUT") else [] if method == "PATCH" else None
+    ctype = "application/json-patch+json" if method == "PATCH" else "application/fhir+json"
+    for headers in (gw.headers, gw.admin_headers):
+        r = await gw.request(method, f"{FHIR}/{path}", json=body, headers={**headers, "Content-Type": ctype})
+        assert r.status_code == 405, (method, r.text)
+    assert (await gw.get(f"{FHIR}/AuditEvent/1", headers=gw.admin_headers)).json()["action"] == "C"
+
+
+async def test_administrator_searches_by_organisation_and_date(gw):
+    await gw.post(f"{FHIR}/Patient", json=patient(), headers=FHIR_JSON)
+    mine = await audit(gw, f"agent={TEST_ORG}")
+    assert mine and all(e["agent"][0]["who"]["identifier"]["value"] == TEST_ORG for e in mine)
+    assert await audit(gw, f"agent={TEST_ORG}&date=lt2000-01-01") == []
+    assert len(await audit(gw, f"agent={TEST_ORG}&date=ge2000-01-01")) == len(mine)
