@@ -18,7 +18,9 @@ import logging
 from dataclasses import replace
 from urllib.parse import urlencode
 
+from gateway.access.caller import Caller
 from gateway.access.policy import HSA_SYSTEM
+from gateway.access.trail import AuditTrail
 from gateway.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
 from gateway.fhir.bundle_bytes import bundle
 from gateway.fhir.canonical import dumps
@@ -47,7 +49,8 @@ class AuditLog:
         self.batch = batch
         self._pending: list[AuditRecord] = []
         self._task: asyncio.Task | None = None
-        self._wake = asyncio.Event()
+        self._early: asyncio.Task | None = None  # a flush started because the batch filled up
+        self._inflight: asyncio.Future | None = None
 
     # -- writing ---------------------------------------------------------------------------
     async def record_change(self, tx: Transaction, ctx: RequestContext | None, interaction: str,
@@ -55,38 +58,43 @@ class AuditLog:
         if ctx is None or ctx.caller is None:
             return  # internal or GATEWAY_SECURITY=off: no client to log
         await tx.append_audit([AuditRecord(now_us(), ACTIONS[interaction], interaction, "0", ctx.caller.client_id,
-                                           ctx.caller.organization, [_entity(stored)],
-                                           [stored.patient] if stored.patient else [])])
+                                           ctx.caller.organization, [_entity(stored)], stored.patient or "")])
         if ctx.audit is not None:
             ctx.audit.changes += 1
 
-    def record_request(self, ctx: RequestContext, interaction: str, status: int, query: str = "") -> None:
+    def record_request(self, caller: Caller | None, trail: AuditTrail | None, interaction: str, status: int,
+                       query: str = "") -> None:
         """After a response: the reads of a successful request, or the refusal of a failed one."""
-        trail = ctx.audit
-        if ctx.caller is None and status != 401:
+        if caller is None and status != 401:
             return
         if trail is not None and trail.changes and status < 400:
             return  # its changes were logged with them
-        seen = trail.seen if trail is not None and status < 400 else []
+        by_patient: dict[str, list[str]] = {}
+        for r in (trail.seen if trail is not None and status < 400 else ()):
+            by_patient.setdefault(r.patient or "", []).append(_entity(r))
         outcome = "0" if status < 400 else "4" if status < 500 else "8"
-        caller = ctx.caller
-        self._pending.append(AuditRecord(
-            now_us(), ACTIONS.get(interaction, "E"), interaction, outcome, caller.client_id if caller else "",
-            caller.organization if caller else "", list(dict.fromkeys(_entity(r) for r in seen)),
-            sorted({r.patient for r in seen if r.patient}), query))
-        if len(self._pending) >= self.batch:
-            self._wake.set()
+        now, action = now_us(), ACTIONS.get(interaction, "E")
+        client, org = (caller.client_id, caller.organization) if caller else ("", "")
+        for patient, entities in (by_patient or {"": []}).items():  # one entry per patient
+            self._pending.append(AuditRecord(now, action, interaction, outcome, client, org,
+                                             list(dict.fromkeys(entities)), patient, query))
+        if len(self._pending) >= self.batch and self._task is not None and (self._early is None or self._early.done()):
+            self._early = asyncio.get_running_loop().create_task(self._flush_logged())
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        for task in (self._task, self._early):
+            if task is not None and not task.done():
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._task = self._early = None
+        if self._inflight is not None:
+            await asyncio.gather(self._inflight, return_exceptions=True)
         await self.flush()
 
     async def flush(self) -> None:
@@ -99,16 +107,19 @@ class AuditLog:
                 raise
 
     async def _run(self) -> None:
+        # A plain sleep, not wait_for on an Event: cancelling a task inside wait_for can hang
+        # on Python 3.11 (seen here: the lifespan shutdown never returned).
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.flush_seconds)
-            except asyncio.TimeoutError:
-                pass
-            self._wake.clear()
-            try:
-                await self.flush()
-            except Exception as exc:  # the store is unavailable: retry on the next tick
-                log.error("access log flush failed: %s", type(exc).__name__)
+            await asyncio.sleep(self.flush_seconds)
+            await self._flush_logged()
+
+    async def _flush_logged(self) -> None:
+        try:
+            # Shielded: stopping the timer must not cut a batch off half-written; stop() waits for it.
+            self._inflight = asyncio.ensure_future(self.flush())
+            await asyncio.shield(self._inflight)
+        except Exception as exc:  # the store is unavailable: the entries wait for the next tick
+            log.error("access log flush failed: %s", type(exc).__name__)
 
     # -- serving (administrators only) -------------------------------------------------------
     @staticmethod
@@ -192,7 +203,7 @@ def audit_event(r: AuditRecord) -> dict:
     entities += [{"what": {"reference": f"Patient/{p}"},
                   "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"},
                   "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1"}}
-                 for p in r.patients]
+                 for p in ([r.patient] if r.patient else [])]
     if r.query:
         entities.append({"type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"},
                          "query": base64.b64encode(r.query.encode()).decode()})

@@ -85,10 +85,16 @@ def prefer(request: Request) -> dict[str, str]:
     return out
 
 
+def fhir_base(request: Request, base_url: str | None) -> str:
+    """The configured public FHIR base, or the one the client used."""
+    if base_url is not None:
+        return base_url
+    host = request.headers.get("host", "localhost")
+    return f"{request.scope.get('scheme', 'http')}://{host}{request.scope.get('root_path', '')}/fhir"
+
+
 def context(request: Request, base_url: str | None) -> RequestContext:
-    if base_url is None:
-        host = request.headers.get("host", "localhost")
-        base_url = f"{request.scope.get('scheme', 'http')}://{host}{request.scope.get('root_path', '')}/fhir"
+    base_url = fhir_base(request, base_url)
     p = prefer(request)
     return RequestContext(base_url, lenient=p.get("handling") == "lenient", prefer_return=p.get("return"),
                           caller=request.scope.get("gateway.caller"), audit=request.scope.get("gateway.audit"))

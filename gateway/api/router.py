@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from gateway.api.auth import SMART_CONFIG_PATH, TOKEN_PATH, AuthGate
-from gateway.api.http import context, error_response
+from gateway.api.http import error_response, fhir_base
 from gateway.access.trail import AuditTrail
 from gateway.api.routes import FhirHandlers
 from gateway.errors import FhirError, MethodNotAllowed, NotFound
@@ -107,22 +107,23 @@ class FhirRouter:
             response = error_response(FhirError("The server failed to process the request; it has been logged.",
                                                 status=500))
         if "gateway.interaction" in scope and self.gate.enabled:  # the access log (patientdatalagen)
-            self.audit.record_request(context(request, self.base_url), scope["gateway.interaction"],
-                                      response.status_code, scope.get("query_string", b"").decode("latin-1"))
+            self.audit.record_request(scope.get("gateway.caller"), scope.get("gateway.audit"),
+                                      scope["gateway.interaction"], response.status_code,
+                                      scope.get("query_string", b"").decode("latin-1"))
         await response(scope, receive, send)
 
     async def _dispatch(self, request: Request, scope: Scope):
         relative = fhir_path(scope)[len(PREFIX):]
         if relative == TOKEN_PATH:
-            return await self.gate.token(request, context(request, self.base_url).base_url)
+            return await self.gate.token(request, fhir_base(request, self.base_url))
         if relative == SMART_CONFIG_PATH:
-            return self.gate.smart_configuration(context(request, self.base_url).base_url)
+            return self.gate.smart_configuration(fhir_base(request, self.base_url))
         segments = [s for s in relative.split("/") if s]
         pattern, args = _shape(segments)
         if pattern != "metadata":  # the CapabilityStatement is public; everything else needs a token
             scope["gateway.interaction"] = _interaction(pattern, scope["method"])
             scope["gateway.audit"] = AuditTrail()
-            scope["gateway.caller"] = self.gate.caller(request, context(request, self.base_url).base_url)
+            scope["gateway.caller"] = self.gate.caller(request, fhir_base(request, self.base_url))
         methods = self.table.get(pattern)
         if methods is None:
             raise NotFound(f"No FHIR interaction at {scope['path']}; /fhir/metadata lists what this server does.")

@@ -54,7 +54,8 @@ class AccessFilter:
 @dataclass(slots=True)
 class AuditRecord:
     """One access-log entry: who (client, organisation) did what (action, interaction) to which
-    resources about which patients, with what outcome (AuditEvent codes 0 / 4 / 8)."""
+    resources of which patient, with what outcome (AuditEvent codes 0 / 4 / 8). A request that
+    touched several patients' data gives one entry per patient."""
 
     recorded_us: int
     action: str  # C R U D E
@@ -63,7 +64,7 @@ class AuditRecord:
     client: str
     organization: str
     entities: list[str]  # "Task/1/_history/2", "Patient/x" …
-    patients: list[str]
+    patient: str  # '' when none
     query: str = ""  # the search or operation request, as sent
     seq: int = 0
 

@@ -8,8 +8,8 @@ loop: a primary-key read is tens of microseconds, cheaper than a hop to a thread
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
+import threading
 import time
 from array import array
 from contextlib import asynccontextmanager
@@ -70,10 +70,9 @@ CREATE INDEX IF NOT EXISTS access_grants_patient ON access_grants (patient);
 CREATE TABLE IF NOT EXISTS audit_log (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, recorded INTEGER NOT NULL, action TEXT NOT NULL,
     interaction TEXT NOT NULL, outcome TEXT NOT NULL, client TEXT NOT NULL, organization TEXT NOT NULL,
-    entities TEXT NOT NULL, query TEXT NOT NULL
+    patient TEXT NOT NULL, entities TEXT NOT NULL, query TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS audit_patient (patient TEXT NOT NULL, seq INTEGER NOT NULL,
-    PRIMARY KEY (patient, seq)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS audit_patient ON audit_log (patient, seq);
 CREATE INDEX IF NOT EXISTS audit_org ON audit_log (organization, seq);
 CREATE TABLE IF NOT EXISTS search_snapshots (
     id TEXT PRIMARY KEY, expires INTEGER NOT NULL, rtype TEXT NOT NULL, query TEXT NOT NULL,
@@ -89,6 +88,10 @@ _READ_CURRENT = (
 _VERSION_COLUMNS = ("SELECT v.rtype, v.rid, v.vid, v.last_updated, v.body, v.seq, a.author, a.patient "
                     "FROM versions v LEFT JOIN current c ON c.rtype = v.rtype AND c.rid = v.rid "
                     "LEFT JOIN res_access a ON a.rkey = c.rkey")
+
+
+_HAS_GRANT = ("SELECT 1 FROM access_grants WHERE org = ? AND patient = ? AND valid_from <= ? AND valid_to > ? "
+              "LIMIT 1")
 
 
 def _read(conn: sqlite3.Connection, rtype: str, rid: str) -> StoredResource | None:
@@ -110,16 +113,16 @@ def _search(conn: sqlite3.Connection, plan: SearchPlan) -> SearchMatches:
 
 
 def _append_audit(conn: sqlite3.Connection, records: list[AuditRecord]) -> None:
-    for r in records:
-        seq = conn.execute("INSERT INTO audit_log (recorded, action, interaction, outcome, client, organization, "
-                           "entities, query) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           (r.recorded_us, r.action, r.interaction, r.outcome, r.client, r.organization,
-                            json.dumps(r.entities), r.query)).lastrowid
-        conn.executemany("INSERT OR IGNORE INTO audit_patient VALUES (?, ?)", [(p, seq) for p in r.patients])
+    # One executemany: the loop runs in C, and SQLite releases the GIL for each step.
+    conn.executemany("INSERT INTO audit_log (recorded, action, interaction, outcome, client, organization, patient, "
+                     "entities, query) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     [(r.recorded_us, r.action, r.interaction, r.outcome, r.client, r.organization, r.patient,
+                       "\n".join(r.entities), r.query) for r in records])
 
 
-def _audit_record(row: tuple, patients: list[str]) -> AuditRecord:
-    return AuditRecord(row[1], row[2], row[3], row[4], row[5], row[6], json.loads(row[7]), patients, row[8], row[0])
+def _audit_record(row: tuple) -> AuditRecord:
+    return AuditRecord(row[1], row[2], row[3], row[4], row[5], row[6], row[8].split("\n") if row[8] else [], row[7],
+                       row[9], row[0])
 
 
 def _read_seqs(conn: sqlite3.Connection, seqs: list[int]) -> list[StoredResource]:
@@ -217,6 +220,8 @@ class SqliteStore(Store):
         self._queued = 0  # writers waiting for the lock: the last one commits the batch
         self._batch: asyncio.Future | None = None  # resolved when the open transaction commits
         self._committing: asyncio.Future | None = None
+        self._audit_conn: sqlite3.Connection | None = None
+        self._audit_lock = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -235,6 +240,7 @@ class SqliteStore(Store):
         self._writer = self._connect()
         self._migrate(self._writer)
         self._reader = self._connect()
+        self._audit_conn = self._connect()
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Create the schema, or refuse a file whose schema this code does not know."""
@@ -252,10 +258,10 @@ class SqliteStore(Store):
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     async def close(self) -> None:
-        for conn in (self._reader, self._writer):
+        for conn in (self._reader, self._writer, self._audit_conn):
             if conn is not None:
                 conn.close()
-        self._reader = self._writer = None
+        self._reader = self._writer = self._audit_conn = None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
@@ -337,6 +343,9 @@ class SqliteStore(Store):
     async def has_grant(self, organization: str, patients: list[str], now_us: int) -> set[str]:
         if not patients:
             return set()
+        if len(patients) == 1:  # a read: one primary-key probe
+            row = self._reader.execute(_HAS_GRANT, (organization, patients[0], now_us, now_us)).fetchone()
+            return {patients[0]} if row else set()
         rows = self._reader.execute(
             f"SELECT DISTINCT patient FROM access_grants WHERE org = ? AND patient IN ({','.join('?' * len(patients))}) "
             "AND valid_from <= ? AND valid_to > ?", [organization, *patients, now_us, now_us]).fetchall()
@@ -398,21 +407,30 @@ class SqliteStore(Store):
         return [StoredResource(*r) for r in rows], total
 
     async def append_audit(self, records: list[AuditRecord]) -> None:
+        """In a worker thread on its own connection, so a batch of log entries does not stall
+        the event loop (WAL serialises it with the store's writer; busy_timeout waits its turn)."""
         if records:
-            async with self.transaction():
-                _append_audit(self._writer, records)
+            await asyncio.to_thread(self._append_audit_batch, records)
+
+    def _append_audit_batch(self, records: list[AuditRecord]) -> None:
+        with self._audit_lock:
+            conn = self._audit_conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                _append_audit(conn, records)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     async def read_audit(self, seq: int) -> AuditRecord | None:
         row = self._reader.execute("SELECT * FROM audit_log WHERE seq = ?", (seq,)).fetchone()
-        if row is None:
-            return None
-        patients = [p for (p,) in self._reader.execute("SELECT patient FROM audit_patient WHERE seq = ?", (seq,))]
-        return _audit_record(row, patients)
+        return _audit_record(row) if row else None
 
     async def search_audit(self, query: AuditQuery) -> tuple[list[AuditRecord], int]:
         conds, args = [], []
         if query.patient is not None:
-            conds.append("seq IN (SELECT seq FROM audit_patient WHERE patient = ?)")
+            conds.append("patient = ?")
             args.append(query.patient)
         if query.organization is not None:
             conds.append("organization = ?")
@@ -430,12 +448,7 @@ class SqliteStore(Store):
             args.append(query.before_seq)
         rows = self._reader.execute(f"SELECT * FROM audit_log WHERE {where} ORDER BY seq DESC LIMIT ?",
                                     [*args, query.limit]).fetchall()
-        out = []
-        for row in rows:
-            patients = [p for (p,) in self._reader.execute("SELECT patient FROM audit_patient WHERE seq = ?",
-                                                            (row[0],))]
-            out.append(_audit_record(row, patients))
-        return out, total
+        return [_audit_record(row) for row in rows], total
 
     async def save_snapshot(self, snapshot: Snapshot, ttl_seconds: int) -> None:
         now = int(time.time())
