@@ -258,10 +258,14 @@ class SqliteStore(Store):
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     async def close(self) -> None:
-        for conn in (self._reader, self._writer, self._audit_conn):
+        with self._audit_lock:  # an access-log batch still running in its thread finishes first
+            if self._audit_conn is not None:
+                self._audit_conn.close()
+            self._audit_conn = None
+        for conn in (self._reader, self._writer):
             if conn is not None:
                 conn.close()
-        self._reader = self._writer = self._audit_conn = None
+        self._reader = self._writer = None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
@@ -415,6 +419,8 @@ class SqliteStore(Store):
     def _append_audit_batch(self, records: list[AuditRecord]) -> None:
         with self._audit_lock:
             conn = self._audit_conn
+            if conn is None:
+                raise RuntimeError("the store is closed")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 _append_audit(conn, records)
