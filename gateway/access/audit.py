@@ -19,7 +19,7 @@ from dataclasses import replace
 from urllib.parse import urlencode
 
 from gateway.access.caller import Caller
-from gateway.access.policy import HSA_SYSTEM
+from gateway.validation.identifiers import HSA_ID as HSA_SYSTEM
 from gateway.access.trail import AuditTrail
 from gateway.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound
 from gateway.fhir.bundle_bytes import bundle

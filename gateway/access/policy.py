@@ -29,13 +29,13 @@ from gateway.search.dates import now_us
 from gateway.store import Store, StoredResource, Transaction
 from gateway.store.plan import ReferenceClause, SearchPlan
 from gateway.store.records import AccessFilter
+from gateway.validation.identifiers import HSA_ID as HSA_SYSTEM
 
 OPEN_TYPES = frozenset({"Organization", "Practitioner", "PractitionerRole", "Location", "HealthcareService",
                         "Endpoint"})
 GRANT_TYPES = frozenset({"CareTeam", "Consent"})  # writes that change who may see a patient
-GRANT_SOURCES = {"Organization": ("participant", "actor"), "PractitionerRole": ("participant", "actor")}
+GRANT_SOURCES = frozenset({"Organization", "PractitionerRole"})  # grants depend on their HSA-ids
 _PATIENT_ELEMENTS = ("subject", "patient", "for", "beneficiary")
-HSA_SYSTEM = "urn:oid:1.2.752.29.4.19"
 _LETTER_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
 
