@@ -18,11 +18,12 @@
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from gateway.access.decision import grant_intervals
 from gateway.errors import Forbidden, InvalidResource, NotFound
-from gateway.fhir.canonical import parse_json
+from gateway.fhir.canonical import dumps, parse_json
 from gateway.fhir.context import RequestContext
 from gateway.fhir.references import iter_references, parse_reference
 from gateway.search.dates import now_us
@@ -37,6 +38,13 @@ GRANT_TYPES = frozenset({"CareTeam", "Consent"})  # writes that change who may s
 GRANT_SOURCES = frozenset({"Organization", "PractitionerRole"})  # grants depend on their HSA-ids
 _PATIENT_ELEMENTS = ("subject", "patient", "for", "beneficiary")
 _LETTER_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+# Sekretessmarkering and skyddad folkbokföring (HL7 Sweden security labels, as in se-patient):
+# the person's address is never disclosed to another organisation.
+PROTECTION_SYSTEM = "http://hl7.se/fhir/ig/base/CodeSystem/SecurityLabel"
+PROTECTION_CODES = ("sekretessmarkering", "skyddadFolkbokforing")
+ADDRESS_PARAMS = frozenset({"address", "address-city", "address-country", "address-postalcode", "address-state",
+                            "address-use"})
+_REDACTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "REDACTED"}
 
 
 def patient_of(rtype: str, rid: str, resource: dict, local_base: str | None) -> str:
@@ -72,9 +80,26 @@ class AccessPolicy:
 
     # -- visibility ------------------------------------------------------------------------
     @staticmethod
-    def filter(ctx: RequestContext | None) -> AccessFilter | None:
+    def filter(ctx: RequestContext | None, rtype: str | None = None, params: set[str] = frozenset()) -> AccessFilter | None:
+        """The access condition of a search; ``params`` (names without modifiers) decide whether
+        protected patients must be kept out of a Patient search on their address."""
         caller = ctx.caller if ctx else None
-        return None if caller is None else AccessFilter(caller.organization, now_us(), OPEN_TYPES)
+        if caller is None:
+            return None
+        protected = (PROTECTION_SYSTEM, PROTECTION_CODES) if rtype == "Patient" and params & ADDRESS_PARAMS else None
+        return AccessFilter(caller.organization, now_us(), OPEN_TYPES, protected)
+
+    @staticmethod
+    def redact(ctx: RequestContext | None, resources: list[StoredResource]) -> list[StoredResource]:
+        """What may leave for this caller: a protected person's Patient without its address
+        (marked REDACTED) unless the caller registered it. Bytes are parsed only for Patients
+        that carry both an address and a protection label."""
+        caller = ctx.caller if ctx else None
+        if caller is None:
+            return resources
+        return [_without_address(r) if r.rtype == "Patient" and r.body and r.author != caller.organization
+                and b'"address"' in r.body and any(c.encode() in r.body for c in PROTECTION_CODES) else r
+                for r in resources]
 
     async def can_see(self, ctx: RequestContext | None, stored: StoredResource) -> bool:
         return bool(await self.visible(ctx, [stored]))
@@ -195,6 +220,17 @@ class AccessPolicy:
             else:
                 out[ref] = _identifier_hsa(body)
         return out
+
+
+def _without_address(stored: StoredResource) -> StoredResource:
+    body = parse_json(stored.body)
+    labels = (body.get("meta") or {}).get("security") or []
+    if not any(isinstance(l, dict) and l.get("system") == PROTECTION_SYSTEM and l.get("code") in PROTECTION_CODES
+               for l in labels):
+        return stored
+    body.pop("address", None)
+    body["meta"] = {**body["meta"], "security": [*labels, _REDACTED]}
+    return replace(stored, body=dumps(body))
 
 
 def _identifier_hsa(node: Any) -> list[str]:

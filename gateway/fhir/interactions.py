@@ -114,6 +114,7 @@ class FhirCore:
         if found is None or not await self.access.can_see(ctx, found):  # forbidden looks missing
             raise NotFound(f"{rtype}/{rid} is not known.")
         _saw(ctx, [found])
+        found = self.access.redact(ctx, [found])[0]
         if found.deleted:
             raise Gone(f"{rtype}/{rid} was deleted (version {found.vid}).")
         return found
@@ -133,6 +134,7 @@ class FhirCore:
         if found is None or not await self.access.can_see(ctx, found):
             raise NotFound(f"{rtype}/{rid} has no version {vid}.")
         _saw(ctx, [found])
+        found = self.access.redact(ctx, [found])[0]
         if found.deleted:
             raise Gone(f"Version {vid} of {rtype}/{rid} records its deletion.")
         return found
@@ -221,7 +223,7 @@ class FhirCore:
             self.access.check_scope(ctx, rtype, "r")
             existing = await self.match_one(tx, rtype, if_none_exist, "If-None-Exist", ctx)
             if existing is not None:
-                return WriteResult(existing, created=False, changed=False)
+                return WriteResult(self.access.redact(ctx, [existing])[0], created=False, changed=False)
         stored = await self._put(tx, rtype, rid or str(uuid.uuid4()), resource, 1, prepared, ctx)
         return WriteResult(stored, created=True)
 

@@ -51,7 +51,8 @@ class SearchService:
         self.access.check_scope(ctx, rtype, "s")
         req = self.parser.parse(rtype, params, lenient=ctx.lenient, base_url=ctx.base_url)
         # The access condition is part of the query, so totals and pages count only what the caller may see.
-        matches = await self.store.search(replace(req.plan, access=self.access.filter(ctx)))
+        names = {k.split(":")[0] for k, _ in params}
+        matches = await self.store.search(replace(req.plan, access=self.access.filter(ctx, rtype, names)))
         total = matches.total if req.total != "none" else None
         self_link = f"{ctx.base_url}/{rtype}" + (f"?{req.query}" if req.query else "")
         if req.summary_count:
@@ -100,6 +101,7 @@ class SearchService:
         included = [r for r in await self._included(rtype, req, matches, ctx) if self.access.may_read_type(ctx, r.rtype)]
         if ctx.audit is not None:
             ctx.audit.saw(matches + included)
+        matches, included = self.access.redact(ctx, matches), self.access.redact(ctx, included)
         entries = [search_entry(ctx.base_url, r, "match", _elements(r.body, req.elements)) for r in matches]
         entries += [search_entry(ctx.base_url, r, "include") for r in included]
         return bundle("searchset", entries, total=total, links=links)
@@ -169,6 +171,7 @@ class SearchService:
         versions, total = await self.store.history(HistoryQuery(rtype, rid, since, cursor, count, access))
         if ctx.audit is not None:
             ctx.audit.saw([v for v in versions if not v.deleted])
+        versions = self.access.redact(ctx, versions)
         path = "/".join(p for p in (ctx.base_url, rtype, rid, "_history") if p)
         keep = {k: v for k, v in values.items() if k in ("_since", "_count")}
         links = [("self", path + (f"?{urlencode({**keep, **({'_cursor': cursor} if cursor else {})})}"

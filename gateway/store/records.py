@@ -49,6 +49,9 @@ class AccessFilter:
     organization: str
     now_us: int
     open_types: frozenset[str]
+    # Patients under sekretessmarkering / skyddad folkbokföring do not match a search on their
+    # address unless the caller authored them: (system, codes) of those labels, or None.
+    protected_labels: tuple[str, tuple[str, ...]] | None = None
 
 
 @dataclass(slots=True)

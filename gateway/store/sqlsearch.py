@@ -135,6 +135,12 @@ def from_where(plan: SearchPlan) -> tuple[str, list]:
     if plan.access is not None and plan.rtype not in plan.access.open_types:
         conds.append(ACCESS_CONDITION)
         args += access_args(plan.access)
+    if plan.access is not None and plan.access.protected_labels is not None:
+        system, codes = plan.access.protected_labels
+        conds.append("(EXISTS (SELECT 1 FROM res_access a WHERE a.rkey = c.rkey AND a.author = ?) OR NOT EXISTS "
+                     "(SELECT 1 FROM idx_token t WHERE t.rkey = c.rkey AND t.param = '_security' AND t.system = ? "
+                     f"AND t.code IN ({','.join('?' * len(codes))})))")
+        args += [plan.access.organization, system, *codes]
     return f"FROM {source} WHERE " + " AND ".join(conds), driver_args + args
 
 
