@@ -58,7 +58,7 @@ class AuditLog:
         if ctx is None or ctx.caller is None:
             return  # internal or GATEWAY_SECURITY=off: no client to log
         await tx.append_audit([AuditRecord(now_us(), ACTIONS[interaction], interaction, "0", ctx.caller.client_id,
-                                           ctx.caller.organization, [_entity(stored)], stored.patient or "")])
+                                           ctx.caller.organization, stored.patient or "", _entity(stored))])
         if ctx.audit is not None:
             ctx.audit.changes += 1
 
@@ -76,8 +76,8 @@ class AuditLog:
         now, action = now_us(), ACTIONS.get(interaction, "E")
         client, org = (caller.client_id, caller.organization) if caller else ("", "")
         for patient, entities in (by_patient or {"": []}).items():  # one entry per patient
-            self._pending.append(AuditRecord(now, action, interaction, outcome, client, org,
-                                             list(dict.fromkeys(entities)), patient, query))
+            self._pending.append(AuditRecord(now, action, interaction, outcome, client, org, patient,
+                                             "\n".join(dict.fromkeys(entities)), query))
         if len(self._pending) >= self.batch and self._task is not None and (self._early is None or self._early.done()):
             self._early = asyncio.get_running_loop().create_task(self._flush_logged())
 
@@ -199,7 +199,7 @@ def audit_event(r: AuditRecord) -> dict:
         agent["who"] = {"identifier": {"system": HSA_SYSTEM, "value": r.organization}}
     if r.client:
         agent["altId"] = r.client
-    entities = [{"what": {"reference": e}} for e in r.entities]
+    entities = [{"what": {"reference": e}} for e in r.entity_list]
     entities += [{"what": {"reference": f"Patient/{p}"},
                   "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"},
                   "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1"}}

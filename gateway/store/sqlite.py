@@ -116,13 +116,11 @@ def _append_audit(conn: sqlite3.Connection, records: list[AuditRecord]) -> None:
     # One executemany: the loop runs in C, and SQLite releases the GIL for each step.
     conn.executemany("INSERT INTO audit_log (recorded, action, interaction, outcome, client, organization, patient, "
                      "entities, query) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                     [(r.recorded_us, r.action, r.interaction, r.outcome, r.client, r.organization, r.patient,
-                       "\n".join(r.entities), r.query) for r in records])
+                     [r[:9] for r in records])
 
 
 def _audit_record(row: tuple) -> AuditRecord:
-    return AuditRecord(row[1], row[2], row[3], row[4], row[5], row[6], row[8].split("\n") if row[8] else [], row[7],
-                       row[9], row[0])
+    return AuditRecord(*row[1:], seq=row[0])
 
 
 def _read_seqs(conn: sqlite3.Connection, seqs: list[int]) -> list[StoredResource]:
