@@ -16,9 +16,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
 
-from gateway.store.base import AuditQuery, HistoryQuery, Snapshot, Store, Transaction, VersionConflict
+from gateway.store.base import HistoryQuery, Snapshot, Store, Transaction, VersionConflict
 from gateway.store.plan import SearchMatches, SearchPlan
 from gateway.store.records import AuditRecord, IndexRows, StoredResource
+from gateway.store.sqlite_audit import AuditTable, append_audit
 from gateway.store.sqlsearch import ACCESS_CONDITION, access_args, from_where, order_by
 
 SCHEMA_VERSION = 2  # 2: res_access and access_grants (organisation access)
@@ -112,17 +113,6 @@ def _search(conn: sqlite3.Connection, plan: SearchPlan) -> SearchMatches:
     return SearchMatches(seqs, total)
 
 
-def _append_audit(conn: sqlite3.Connection, records: list[AuditRecord]) -> None:
-    # One executemany: the loop runs in C, and SQLite releases the GIL for each step.
-    conn.executemany("INSERT INTO audit_log (recorded, action, interaction, outcome, client, organization, patient, "
-                     "entities, query) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                     [r[:9] for r in records])
-
-
-def _audit_record(row: tuple) -> AuditRecord:
-    return AuditRecord(*row[1:], seq=row[0])
-
-
 def _read_seqs(conn: sqlite3.Connection, seqs: list[int]) -> list[StoredResource]:
     if not seqs:
         return []
@@ -145,7 +135,7 @@ class SqliteTransaction(Transaction):
         return _read_seqs(self._conn, seqs)
 
     async def append_audit(self, records: list[AuditRecord]) -> None:
-        _append_audit(self._conn, records)
+        append_audit(self._conn, records)
 
     async def grant_patients(self, organizations: list[str]) -> set[str]:
         if not organizations:
@@ -208,7 +198,7 @@ class SqliteTransaction(Transaction):
                              [(rkey, rtype, p, norm, raw) for p, norm, raw in index.strings])
 
 
-class SqliteStore(Store):
+class SqliteStore(AuditTable, Store):
     def __init__(self, path: str, synchronous: str = "FULL"):
         self._path = path
         self._synchronous = synchronous
@@ -407,52 +397,6 @@ class SqliteStore(Store):
         rows = self._reader.execute(f"{_VERSION_COLUMNS} WHERE {where} ORDER BY v.seq DESC LIMIT ?",
                                     [*args, query.limit]).fetchall()
         return [StoredResource(*r) for r in rows], total
-
-    async def append_audit(self, records: list[AuditRecord]) -> None:
-        """In a worker thread on its own connection, so a batch of log entries does not stall
-        the event loop (WAL serialises it with the store's writer; busy_timeout waits its turn)."""
-        if records:
-            await asyncio.to_thread(self._append_audit_batch, records)
-
-    def _append_audit_batch(self, records: list[AuditRecord]) -> None:
-        with self._audit_lock:
-            conn = self._audit_conn
-            if conn is None:
-                raise RuntimeError("the store is closed")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                _append_audit(conn, records)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-
-    async def read_audit(self, seq: int) -> AuditRecord | None:
-        row = self._reader.execute("SELECT * FROM audit_log WHERE seq = ?", (seq,)).fetchone()
-        return _audit_record(row) if row else None
-
-    async def search_audit(self, query: AuditQuery) -> tuple[list[AuditRecord], int]:
-        conds, args = [], []
-        if query.patient is not None:
-            conds.append("patient = ?")
-            args.append(query.patient)
-        if query.organization is not None:
-            conds.append("organization = ?")
-            args.append(query.organization)
-        if query.since_us is not None:
-            conds.append("recorded >= ?")
-            args.append(query.since_us)
-        if query.until_us is not None:
-            conds.append("recorded < ?")
-            args.append(query.until_us)
-        where = " AND ".join(conds) or "1"
-        total = self._reader.execute(f"SELECT COUNT(*) FROM audit_log WHERE {where}", args).fetchone()[0]
-        if query.before_seq is not None:
-            where += " AND seq < ?"
-            args.append(query.before_seq)
-        rows = self._reader.execute(f"SELECT * FROM audit_log WHERE {where} ORDER BY seq DESC LIMIT ?",
-                                    [*args, query.limit]).fetchall()
-        return [_audit_record(row) for row in rows], total
 
     async def save_snapshot(self, snapshot: Snapshot, ttl_seconds: int) -> None:
         now = int(time.time())
