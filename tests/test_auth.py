@@ -31,9 +31,16 @@ def form(assertion: str, scope: str = "system/*.cruds", **changes) -> dict:
 
 
 async def token_error(client, data: dict) -> tuple[int, dict]:
+    """(status, the OAuth error fields); a refusal is also an OperationOutcome saying the same."""
     r = await client.post(f"{FHIR}/auth/token", data=data)
     assert r.headers["content-type"].startswith("application/json")
-    return r.status_code, r.json()
+    body = r.json()
+    if r.status_code != 200:
+        assert body["resourceType"] == "OperationOutcome"
+        assert body["issue"][0]["diagnostics"] == body["error_description"]
+        assert body["issue"][0]["code"] == ("login" if r.status_code == 401 else "invalid")
+        body = {k: body[k] for k in ("error", "error_description")}
+    return r.status_code, body
 
 
 # -- discovery and public endpoints ----------------------------------------------------------

@@ -32,7 +32,12 @@ class OAuthError(Exception):
         self.error, self.description, self.status = error, description, status
 
     def body(self) -> dict:
-        return {"error": self.error, "error_description": self.description}
+        """RFC 6749's ``error`` / ``error_description`` for OAuth clients, in an object that is
+        also a FHIR OperationOutcome for clients that read every error as one."""
+        code = "login" if self.status == 401 else "invalid"
+        return {"resourceType": "OperationOutcome",
+                "issue": [{"severity": "error", "code": code, "diagnostics": self.description}],
+                "error": self.error, "error_description": self.description}
 
 
 def _invalid_client(description: str) -> OAuthError:
