@@ -89,6 +89,13 @@ class AccessPolicy:
         protected = (PROTECTION_SYSTEM, PROTECTION_CODES) if rtype == "Patient" and params & ADDRESS_PARAMS else None
         return AccessFilter(caller.organization, now_us(), OPEN_TYPES, protected)
 
+    def release(self, ctx: RequestContext | None, resources: list[StoredResource]) -> list[StoredResource]:
+        """What a read, search or history hands the caller: recorded for the access log, then
+        redacted. Every path that serves resources goes through here."""
+        if ctx is not None and ctx.audit is not None:
+            ctx.audit.saw([r for r in resources if not r.deleted])
+        return self.redact(ctx, resources)
+
     @staticmethod
     def redact(ctx: RequestContext | None, resources: list[StoredResource]) -> list[StoredResource]:
         """What may leave for this caller: a protected person's Patient without its address

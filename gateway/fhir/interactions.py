@@ -51,11 +51,6 @@ class WriteResult:
 AUDIT_TYPE = "AuditEvent"  # the access log: written by the gateway, read by administrators
 
 
-def _saw(ctx: RequestContext | None, resources: list[StoredResource]) -> None:
-    if ctx is not None and ctx.audit is not None:
-        ctx.audit.saw(resources)
-
-
 def check_type(rtype: str) -> None:
     if rtype == AUDIT_TYPE:
         AuditLog.refuse_write()
@@ -113,8 +108,7 @@ class FhirCore:
         found = await self.store.read(rtype, rid)
         if found is None or not await self.access.can_see(ctx, found):  # forbidden looks missing
             raise NotFound(f"{rtype}/{rid} is not known.")
-        _saw(ctx, [found])
-        found = self.access.redact(ctx, [found])[0]
+        found = self.access.release(ctx, [found])[0]
         if found.deleted:
             raise Gone(f"{rtype}/{rid} was deleted (version {found.vid}).")
         return found
@@ -133,8 +127,7 @@ class FhirCore:
         found = await self.store.read_version(rtype, rid, version)
         if found is None or not await self.access.can_see(ctx, found):
             raise NotFound(f"{rtype}/{rid} has no version {vid}.")
-        _saw(ctx, [found])
-        found = self.access.redact(ctx, [found])[0]
+        found = self.access.release(ctx, [found])[0]
         if found.deleted:
             raise Gone(f"Version {vid} of {rtype}/{rid} records its deletion.")
         return found

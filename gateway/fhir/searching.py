@@ -99,9 +99,7 @@ class SearchService:
         # Pages of a snapshot are read later: what the caller may no longer see is left out.
         matches = await self.access.visible(ctx, await self.store.read_seqs(seqs))
         included = [r for r in await self._included(rtype, req, matches, ctx) if self.access.may_read_type(ctx, r.rtype)]
-        if ctx.audit is not None:
-            ctx.audit.saw(matches + included)
-        matches, included = self.access.redact(ctx, matches), self.access.redact(ctx, included)
+        matches, included = self.access.release(ctx, matches), self.access.release(ctx, included)
         entries = [search_entry(ctx.base_url, r, "match", _elements(r.body, req.elements)) for r in matches]
         entries += [search_entry(ctx.base_url, r, "include") for r in included]
         return bundle("searchset", entries, total=total, links=links)
@@ -169,9 +167,7 @@ class SearchService:
                 raise NotFound(f"{rtype}/{rid} is not known.")
         access = self.access.filter(ctx)
         versions, total = await self.store.history(HistoryQuery(rtype, rid, since, cursor, count, access))
-        if ctx.audit is not None:
-            ctx.audit.saw([v for v in versions if not v.deleted])
-        versions = self.access.redact(ctx, versions)
+        versions = self.access.release(ctx, versions)
         path = "/".join(p for p in (ctx.base_url, rtype, rid, "_history") if p)
         keep = {k: v for k, v in values.items() if k in ("_since", "_count")}
         links = [("self", path + (f"?{urlencode({**keep, **({'_cursor': cursor} if cursor else {})})}"
