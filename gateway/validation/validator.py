@@ -1,4 +1,5 @@
-"""The validator every write goes through: base R4, then the profiles that apply.
+"""The validator every write goes through: base R4 (structure, then its invariants), then the
+profiles that apply.
 
 Profiles that apply to a resource: those the gateway requires for its type
 (``GATEWAY_REQUIRED_PROFILES``) plus those it claims in ``meta.profile``. A claimed profile
@@ -15,14 +16,16 @@ from typing import Any, Iterator
 
 from gateway.errors import Issue
 from gateway.validation.base import base_issues, raise_if_errors
+from gateway.validation.invariants import BaseInvariants
 from gateway.validation.profiles import Profile, load_profiles
 from gateway.validation.terminology import Terminology
 
 
 class Validator:
     def __init__(self, profiles: dict[str, Profile], terminology: Terminology,
-                 required: dict[str, list[str]] | None = None):
+                 required: dict[str, list[str]] | None = None, base_invariants: BaseInvariants | None = None):
         self.profiles = profiles
+        self.base_invariants = base_invariants or BaseInvariants({})
         self.terminology = terminology
         self.required = required or {}
         self.extensions = {url: p for url, p in profiles.items() if p.rtype == "Extension"}
@@ -32,13 +35,16 @@ class Validator:
 
     @classmethod
     def load(cls, profiles_dir: Path, required: dict[str, list[str]] | None = None) -> "Validator":
-        return cls(load_profiles(profiles_dir), Terminology.load(profiles_dir), required)
+        invariants = profiles_dir / "base" / "r4-invariants.json"
+        return cls(load_profiles(profiles_dir), Terminology.load(profiles_dir), required,
+                   BaseInvariants.load(invariants) if invariants.exists() else None)
 
     def issues(self, resource: dict, rtype: str) -> list[Issue]:
         """Every issue (errors and warnings), base first; normalises identifiers in place."""
         issues = base_issues(resource, rtype)
         if any(i.severity in ("error", "fatal") for i in issues):
             return issues  # profile rules assume a structurally valid resource
+        issues += self.base_invariants.issues(resource, rtype)
         claimed = (resource.get("meta") or {}).get("profile") or []
         for url in dict.fromkeys([*self.required.get(rtype, []), *claimed]):
             profile = self.profiles.get(url.split("|")[0]) if isinstance(url, str) else None
