@@ -152,3 +152,29 @@ def test_invariants_can_use_percent_resource_and_one_that_fails_to_evaluate_is_a
     issues = prof.validate(good_task(owner=None), TERMINOLOGY)
     keys = sorted(i.diagnostics.split(":")[1].strip().split(" ")[0] for i in issues)
     assert keys == ["t-1", "t-2"]
+
+
+@pytest.mark.parametrize("discriminator", [
+    {"type": "value", "path": "type.coding.system"},  # nested path
+    {"type": "value", "path": "$this"},
+    {"type": "profile", "path": "$this"},
+    {"type": "type", "path": "value"},
+    {"type": "value", "path": "resolve().name"},
+])
+def test_a_profile_with_slicing_the_engine_cannot_evaluate_is_refused_at_load(discriminator):
+    """Validating such a slice loosely would let invalid resources through without a word."""
+    sd = {"url": "urn:test:unsupported", "type": "Patient", "differential": {"element": [
+        {"id": "Patient.identifier", "path": "Patient.identifier",
+         "slicing": {"discriminator": [discriminator], "rules": "open"}}]}}
+    with pytest.raises(ValueError, match="urn:test:unsupported Patient.identifier: discriminator"):
+        compile_profile(sd)
+
+
+def test_a_pattern_on_the_slice_itself_is_refused_at_load():
+    sd = {"url": "urn:test:slice-pattern", "type": "Patient", "differential": {"element": [
+        {"id": "Patient.identifier", "path": "Patient.identifier",
+         "slicing": {"discriminator": [{"type": "pattern", "path": "system"}], "rules": "open"}},
+        {"id": "Patient.identifier:pnr", "path": "Patient.identifier", "sliceName": "pnr",
+         "patternIdentifier": {"system": PNR}}]}}
+    with pytest.raises(ValueError, match="Patient.identifier:pnr: a pattern or fixed value on the slice itself"):
+        compile_profile(sd)

@@ -79,6 +79,7 @@ def compile_profile(sd: dict) -> Profile:
     rules: dict[str, Rule] = {}
     for el in sd.get("differential", {}).get("element", []):
         element_id = el.get("id") or el["path"]
+        _refuse_unsupported(sd["url"], element_id, el)
         rule = Rule(element_id, _steps(el["path"], rtype))
         parent_slice = _enclosing_slice(element_id, rules)
         if el.get("sliceName"):
@@ -122,6 +123,18 @@ def compile_profile(sd: dict) -> Profile:
                                   and "." not in r.element_id[len(prefix):] and r.selector is not None]
     contexts = [c["expression"] for c in sd.get("context", []) if c.get("type") == "element"]
     return Profile(sd["url"], rtype, list(rules.values()), contexts)
+
+
+def _refuse_unsupported(url: str, element_id: str, el: dict) -> None:
+    """Slicing this engine would get wrong stops the start instead of validating loosely."""
+    for d in (el.get("slicing") or {}).get("discriminator", []):
+        if d.get("type") not in ("value", "pattern") or not d.get("path") or "." in d["path"] \
+                or d["path"] == "$this" or "(" in d["path"]:
+            raise ValueError(f"{url} {element_id}: discriminator {d} is not supported (only type value/pattern "
+                             "on one child element, e.g. path 'system')")
+    if el.get("sliceName") and any(k.startswith(("pattern", "fixed")) for k in el):
+        raise ValueError(f"{url} {element_id}: a pattern or fixed value on the slice itself is not supported; "
+                         f"put it on the discriminating child element (e.g. {element_id}.system)")
 
 
 def _steps(path: str, rtype: str) -> list[str]:
