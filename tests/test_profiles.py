@@ -28,7 +28,7 @@ SD = f"{BASE}/StructureDefinition/"
 RESOURCE_PROFILES = ["se-patient", "se-organization", "lusen-encounter", "sip-careplan", "discharge-careplan",
                      "five-step-careplan", "samverkan-careteam", "samverkan-consent", "samverkan-task"]
 EXTENSIONS = ["planned-discharge-date", "utskrivningsklar", "may-need-services", "overall-responsibility",
-              "best-interest"]
+              "best-interest", "folkbokforingskommun"]
 
 PNR = "http://electronichealth.se/identifier/personnummer"
 SNR = "http://electronichealth.se/identifier/samordningsnummer"
@@ -1083,3 +1083,37 @@ async def test_posting_the_sip_example_is_accepted(trusted_client):
     del good["id"]
     r = await client.post(f"{FHIR}/CarePlan", json=good, headers=FHIR_JSON)
     assert r.status_code == 201, r.text
+
+
+# -- folkbokforingskommun (extension on Address) ------------------------------------------------
+FBK = SD + "folkbokforingskommun"
+
+
+def _fbk(patient: dict) -> dict:
+    return next(e for e in patient["address"][0]["extension"] if e["url"] == FBK)
+
+
+def test_folkbokforingskommun_may_be_used_on_any_address_element():
+    """Its context is the datatype Address: Patient.address and Patient.contact.address alike."""
+    res = example("se-patient")
+    res["contact"] = [{"name": {"family": "Tolvansson"}, "address": {
+        "extension": [copy.deepcopy(_fbk(res))], "city": "Halmstad"}}]
+    assert errors(res) == []
+
+
+def test_folkbokforingskommun_is_four_digits():
+    res = example("se-patient")
+    _fbk(res)["valueCoding"]["code"] = "138"
+    assert_breaks(res, "sam-fbk-1", "Patient.address[0].extension[1].valueCoding")
+
+
+def test_folkbokforingskommun_uses_the_kommunkod_system():
+    res = example("se-patient")
+    _fbk(res)["valueCoding"]["system"] = "urn:oid:1.2.752.129.2.2.1.18"
+    assert_breaks(res, "must be exactly", "Patient.address[0].extension[1].valueCoding.system")
+
+
+def test_folkbokforingskommun_is_refused_outside_an_address():
+    res = example("se-patient")
+    res["extension"] = [copy.deepcopy(_fbk(res))]
+    assert_breaks(res, "may only be used on Address, not on Patient", "Patient.extension[0]")

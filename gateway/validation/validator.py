@@ -11,8 +11,11 @@ occurs, so a profile need not restate an extension's inner rules.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
+
+from fhir.resources.R4B import get_fhir_model_class
 
 from gateway.errors import Issue
 from gateway.validation.base import base_issues, raise_if_errors
@@ -65,7 +68,8 @@ class Validator:
             if definition is None:
                 continue
             holder = re.sub(r"\[\d+\]", "", path.rsplit(".", 1)[0])  # Encounter.extension[3] → Encounter
-            if definition.contexts and holder not in definition.contexts and "Element" not in definition.contexts:
+            if definition.contexts and holder not in definition.contexts and "Element" not in definition.contexts \
+                    and datatype_at(holder) not in definition.contexts:
                 issues.append(Issue("structure", f"{path}: extension {definition.url} may only be used on "
                                     f"{' or '.join(definition.contexts)}, not on {holder}", expression=[path]))
                 continue
@@ -90,6 +94,28 @@ def _extensions(node: Any, path: str) -> Iterator[tuple[str, dict]]:
                     yield from _extensions(item, f"{child}[{i}]")
             elif isinstance(value, dict):
                 yield from _extensions(value, child)
+
+
+@lru_cache(maxsize=1024)
+def datatype_at(path: str) -> str | None:
+    """The FHIR type of the element at ``Patient.contact.address`` ("Address"), from the
+    fhir.resources models; None for a resource root or a path they do not know. An extension
+    whose context is a datatype may be used on every element of that type."""
+    rtype, *steps = path.split(".")
+    name = None
+    try:
+        model = get_fhir_model_class(rtype)
+        for i, step in enumerate(steps):
+            field = model.model_fields.get(step)
+            found = re.search(r"(\w+)Type\b", repr(field.annotation)) if field is not None else None
+            if found is None:
+                return None
+            name = found.group(1)
+            if i < len(steps) - 1:
+                model = get_fhir_model_class(name)
+    except (KeyError, ValueError):  # not a resource or backbone element the models know
+        return None
+    return name
 
 
 def parse_required(text: str) -> dict[str, list[str]]:
