@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from gateway.access import notice
 from gateway.access.decision import grant_intervals
 from gateway.errors import Forbidden, InvalidResource, NotFound
 from gateway.fhir.canonical import dumps, parse_json
@@ -28,7 +29,7 @@ from gateway.fhir.context import RequestContext
 from gateway.fhir.references import iter_references, parse_reference
 from gateway.search.dates import now_us
 from gateway.store import Store, StoredResource, Transaction
-from gateway.store.plan import ReferenceClause, SearchPlan
+from gateway.store.plan import ReferenceClause, SearchPlan, TokenClause
 from gateway.store.records import AccessFilter
 from gateway.validation.identifiers import HSA_ID as HSA_SYSTEM
 
@@ -36,6 +37,7 @@ OPEN_TYPES = frozenset({"Organization", "Practitioner", "PractitionerRole", "Loc
                         "Endpoint"})
 GRANT_TYPES = frozenset({"CareTeam", "Consent"})  # writes that change who may see a patient
 GRANT_SOURCES = frozenset({"Organization", "PractitionerRole"})  # grants depend on their HSA-ids
+NOTICE_SOURCES = frozenset({"Patient", "Encounter"})  # LUSEN notice rows depend on them (and on GRANT_SOURCES)
 _PATIENT_ELEMENTS = ("subject", "patient", "for", "beneficiary")
 _LETTER_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 # Sekretessmarkering and skyddad folkbokföring (HL7 Sweden security labels, as in se-patient):
@@ -45,6 +47,16 @@ PROTECTION_CODES = ("sekretessmarkering", "skyddadFolkbokforing")
 ADDRESS_PARAMS = frozenset({"address", "address-city", "address-country", "address-postalcode", "address-state",
                             "address-use"})
 _REDACTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "REDACTED"}
+
+
+def search_param_names(params: list[tuple[str, str]]) -> set[str]:
+    """The parameter names of a query without modifiers, plus the fields it sorts by: both say
+    which elements the query can test."""
+    names = {k.split(":")[0] for k, _ in params}
+    for key, value in params:
+        if key == "_sort":
+            names |= {field.strip().lstrip("-") for field in value.split(",") if field.strip()}
+    return names
 
 
 def patient_of(rtype: str, rid: str, resource: dict, local_base: str | None) -> str:
@@ -87,13 +99,25 @@ class AccessPolicy:
         if caller is None:
             return None
         protected = (PROTECTION_SYSTEM, PROTECTION_CODES) if rtype == "Patient" and params & ADDRESS_PARAMS else None
-        return AccessFilter(caller.organization, now_us(), OPEN_TYPES, protected)
+        # History has no parameters; a search finds notice-only resources only on what the notice shows.
+        lusen = notice.searchable(rtype, params) if rtype is not None else True
+        return AccessFilter(caller.organization, now_us(), OPEN_TYPES, protected, lusen)
 
-    def release(self, ctx: RequestContext | None, resources: list[StoredResource]) -> list[StoredResource]:
-        """What a read, search or history hands the caller: recorded for the access log, then
-        redacted. Every path that serves resources goes through here."""
+    async def release(self, ctx: RequestContext | None, resources: list[StoredResource]) -> list[StoredResource]:
+        """What a read, search or history hands the caller: recorded for the access log, reduced
+        to the LUSEN notice where that is all the caller may see, then redacted. Every path that
+        serves resources goes through here."""
         if ctx is not None and ctx.audit is not None:
             ctx.audit.saw([r for r in resources if not r.deleted])
+        caller = ctx.caller if ctx else None
+        if caller is not None:
+            others = {r.patient for r in resources if r.rtype in notice.NOTICE_TYPES and r.body
+                      and r.author != caller.organization and r.patient}
+            if others:
+                granted = await self.store.has_grant(caller.organization, sorted(others), now_us())
+                resources = [_notice_view(r) if r.rtype in notice.NOTICE_TYPES and r.body
+                             and r.author != caller.organization and r.patient not in granted else r
+                             for r in resources]
         return self.redact(ctx, resources)
 
     @staticmethod
@@ -108,11 +132,24 @@ class AccessPolicy:
                 and b'"address"' in r.body and any(c.encode() in r.body for c in PROTECTION_CODES) else r
                 for r in resources]
 
-    async def can_see(self, ctx: RequestContext | None, stored: StoredResource) -> bool:
-        return bool(await self.visible(ctx, [stored]))
+    async def can_read(self, ctx: RequestContext | None, stored: StoredResource) -> bool:
+        """Read, vread, history: what the caller may see, LUSEN notice included."""
+        return bool(await self.visible(ctx, [stored], lusen=True))
 
-    async def visible(self, ctx: RequestContext | None, resources: list[StoredResource]) -> list[StoredResource]:
-        """Those of ``resources`` the caller may see, in order."""
+    async def can_see(self, ctx: RequestContext | None, stored: StoredResource) -> bool:
+        """Writes: what the caller may see under the ordinary rule. A resource it may only read
+        as a LUSEN notice is refused (403: it knows the resource exists), never changed."""
+        if await self.visible(ctx, [stored]):
+            return True
+        if await self.visible(ctx, [stored], lusen=True):
+            raise Forbidden(f"{stored.rtype}/{stored.rid} is shared with you only as LUSEN's admission notice, "
+                            "which is read-only; changing it or writing about this person needs the person's "
+                            "consent and a place in their CareTeam.")
+        return False
+
+    async def visible(self, ctx: RequestContext | None, resources: list[StoredResource],
+                      lusen: bool = False) -> list[StoredResource]:
+        """Those of ``resources`` the caller may see, in order (``lusen``: LUSEN notices too)."""
         caller = ctx.caller if ctx else None
         if caller is None:
             return resources
@@ -120,7 +157,12 @@ class AccessPolicy:
         patients = {r.patient for r in resources
                     if r.rtype not in OPEN_TYPES and r.author != org and r.patient}
         granted = await self.store.has_grant(org, sorted(patients), now_us()) if patients else set()
-        return [r for r in resources if r.rtype in OPEN_TYPES or r.author == org or (r.patient and r.patient in granted)]
+        seen = [r.rtype in OPEN_TYPES or r.author == org or bool(r.patient and r.patient in granted) for r in resources]
+        if lusen and not all(seen):
+            keys = [(r.rtype, r.rid) for r, ok in zip(resources, seen) if not ok and r.rtype in notice.NOTICE_TYPES]
+            noticed = await self.store.notice_visible(org, keys) if keys else set()
+            seen = [ok or (r.rtype, r.rid) in noticed for r, ok in zip(resources, seen)]
+        return [r for r, ok in zip(resources, seen) if ok]
 
     async def check_write(self, ctx: RequestContext | None, current: StoredResource | None, what: str) -> None:
         """Update/patch: patient data the caller may see (the shared plan is edited by its
@@ -171,6 +213,7 @@ class AccessPolicy:
         """Recompute the grants of the patients a CareTeam or Consent write concerns, or that
         may depend on an Organization or PractitionerRole that changed: those whose CareTeams /
         Consents name it, and those its previous HSA-ids held grants for."""
+        await self._after_write_notices(tx, rtype, rid, patients, previous)
         if rtype in GRANT_SOURCES:
             patients = set()
             for source, param in (("CareTeam", "participant"), ("Consent", "actor")):
@@ -187,6 +230,80 @@ class AccessPolicy:
             consents = await self._about(tx, "Consent", patient)
             hsa = await self._resolve_organizations(tx, careteams + consents)
             await tx.replace_grants(patient, grant_intervals(careteams, consents, lambda ref: _hsa_of(ref, hsa)))
+
+    async def _after_write_notices(self, tx: Transaction, rtype: str, rid: str, patients: set[str],
+                                   previous: StoredResource | None) -> None:
+        """Recompute LUSEN notice rows: for the patient of a Patient or Encounter write; for an
+        Organization or PractitionerRole, the patients whose rows its old HSA-ids hold, who are
+        registered in its municipality, or who are listed with it (generalPractitioner)."""
+        if rtype in NOTICE_SOURCES:
+            affected = set(patients)
+        elif rtype in GRANT_SOURCES:
+            ref = f"{rtype}/{rid}"
+            affected = await self._patients_referencing(tx, "general-practitioner", rtype, rid)
+            if previous is not None and previous.body is not None:
+                old = await self._resolve_organizations(tx, [{"x": {"reference": ref}}], {ref: previous.body})
+                affected |= await tx.notice_patients(old.get(ref, []))
+                affected |= await self._registered_in(tx, parse_json(previous.body))
+            current = await tx.read(rtype, rid)
+            if current is not None and current.body is not None:
+                affected |= await self._registered_in(tx, parse_json(current.body))
+        else:
+            return
+        for patient in sorted(p for p in affected if p):
+            await self._recompute_notices(tx, patient)
+
+    async def _recompute_notices(self, tx: Transaction, patient: str) -> None:
+        found = await tx.read("Patient", patient)
+        encounters = await self._about(tx, "Encounter", patient) if found is not None and found.body else []
+        if not any(any(notice.needs(e)) for e in encounters):
+            await tx.replace_notice_access(patient, [])
+            return
+        body = parse_json(found.body)
+        kommun = notice.folkbokforingskommun(body)
+        municipality = await self._municipality_hsa(tx, kommun) if kommun else []
+        gps = [{"x": ref} for ref in body.get("generalPractitioner") or [] if isinstance(ref, dict)]
+        resolved = await self._resolve_organizations(tx, gps)
+        primary_care = sorted({h for g in gps for h in _hsa_of(g["x"], resolved)})
+        await tx.replace_notice_access(patient, notice.notice_rows(patient, encounters, municipality, primary_care))
+
+    async def _municipality_hsa(self, tx: Transaction, kommunkod: str) -> list[str]:
+        """HSA-ids of the municipality with this kommunkod and of its units (partOf, 3 levels)."""
+        plan = SearchPlan("Organization", (TokenClause("identifier", ((notice.KOMMUNKOD, kommunkod),)),))
+        level = await tx.read_seqs((await tx.search(plan)).seqs)
+        hsa: set[str] = set()
+        for _ in range(3):
+            hsa |= {h for r in level if r.body for h in _identifier_hsa(parse_json(r.body))}
+            if not level:
+                break
+            parents = tuple(("Organization", r.rid) for r in level)
+            level = await tx.read_seqs((await tx.search(SearchPlan(
+                "Organization", (ReferenceClause("partof", parents),)))).seqs)
+        return sorted(hsa)
+
+    async def _registered_in(self, tx: Transaction, organization: dict) -> set[str]:
+        """Patients registered in the municipality this Organization is (or is a unit of)."""
+        codes = [i.get("value") for i in organization.get("identifier") or []
+                 if isinstance(i, dict) and i.get("system") == notice.KOMMUNKOD and i.get("value")]
+        parent = parse_reference(organization.get("partOf"), (self.local_base,))
+        for _ in range(3):
+            if codes or not parent or parent[0] != "Organization":
+                break
+            found = await tx.read("Organization", parent[1])
+            body = parse_json(found.body) if found is not None and found.body else {}
+            codes = [i.get("value") for i in body.get("identifier") or []
+                     if isinstance(i, dict) and i.get("system") == notice.KOMMUNKOD and i.get("value")]
+            parent = parse_reference(body.get("partOf"), (self.local_base,))
+        patients: set[str] = set()
+        for code in codes:
+            plan = SearchPlan("Patient", (TokenClause("folkbokforingskommun", ((notice.KOMMUNKOD, code),)),))
+            patients |= {r.rid for r in await tx.read_seqs((await tx.search(plan)).seqs)}
+        return patients
+
+    @staticmethod
+    async def _patients_referencing(tx: Transaction, param: str, rtype: str, rid: str) -> set[str]:
+        matches = await tx.search(SearchPlan("Patient", (ReferenceClause(param, ((rtype, rid),)),)))
+        return {r.rid for r in await tx.read_seqs(matches.seqs)}
 
     @staticmethod
     async def _about(tx: Transaction, rtype: str, patient: str) -> list[dict]:
@@ -227,6 +344,10 @@ class AccessPolicy:
             else:
                 out[ref] = _identifier_hsa(body)
         return out
+
+
+def _notice_view(stored: StoredResource) -> StoredResource:
+    return replace(stored, body=dumps(notice.notice_view(stored.rtype, parse_json(stored.body))))
 
 
 def _without_address(stored: StoredResource) -> StoredResource:

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 import jsonpatch
 
 from gateway.access.audit import AuditLog
-from gateway.access.policy import AccessPolicy
+from gateway.access.policy import AccessPolicy, search_param_names
 from gateway.errors import (
     BadRequest, Conflict, Gone, Issue, MethodNotAllowed, NotFound, PreconditionFailed, UnprocessablePatch, information_outcome,
     operation_outcome,
@@ -106,9 +106,9 @@ class FhirCore:
         check_type(rtype)
         self.access.check_scope(ctx, rtype, "r")
         found = await self.store.read(rtype, rid)
-        if found is None or not await self.access.can_see(ctx, found):  # forbidden looks missing
+        if found is None or not await self.access.can_read(ctx, found):  # forbidden looks missing
             raise NotFound(f"{rtype}/{rid} is not known.")
-        found = self.access.release(ctx, [found])[0]
+        found = (await self.access.release(ctx, [found]))[0]
         if found.deleted:
             raise Gone(f"{rtype}/{rid} was deleted (version {found.vid}).")
         return found
@@ -125,9 +125,9 @@ class FhirCore:
         if version is None:
             raise NotFound(f"{rtype}/{rid} has no version '{vid}'; versions are numbers.")
         found = await self.store.read_version(rtype, rid, version)
-        if found is None or not await self.access.can_see(ctx, found):
+        if found is None or not await self.access.can_read(ctx, found):
             raise NotFound(f"{rtype}/{rid} has no version {vid}.")
-        found = self.access.release(ctx, [found])[0]
+        found = (await self.access.release(ctx, [found]))[0]
         if found.deleted:
             raise Gone(f"Version {vid} of {rtype}/{rid} records its deletion.")
         return found
@@ -216,7 +216,7 @@ class FhirCore:
             self.access.check_scope(ctx, rtype, "r")
             existing = await self.match_one(tx, rtype, if_none_exist, "If-None-Exist", ctx)
             if existing is not None:
-                return WriteResult(self.access.redact(ctx, [existing])[0], created=False, changed=False)
+                return WriteResult((await self.access.release(ctx, [existing]))[0], created=False, changed=False)
         stored = await self._put(tx, rtype, rid or str(uuid.uuid4()), resource, 1, prepared, ctx)
         return WriteResult(stored, created=True)
 
@@ -359,7 +359,8 @@ class FhirCore:
             raise BadRequest(f"The {what} criteria are empty; give search parameters such as identifier=system|value.")
         request = self.parser.parse(rtype, params)
         # Only what the caller may see can match: criteria must not probe for others' resources.
-        matches = await tx.search(SearchPlan(rtype, request.plan.clauses, limit=2, access=self.access.filter(ctx)))
+        access = self.access.filter(ctx, rtype, search_param_names(params))
+        matches = await tx.search(SearchPlan(rtype, request.plan.clauses, limit=2, access=access))
         if matches.total > 1:
             raise PreconditionFailed(f"The {what} criteria '{query}' match {matches.total} {rtype} resources; "
                                      "make them specific enough to match one.")

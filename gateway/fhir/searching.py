@@ -12,7 +12,7 @@ from dataclasses import replace
 from urllib.parse import parse_qsl, urlencode
 
 from gateway.access.audit import AuditLog
-from gateway.access.policy import AccessPolicy
+from gateway.access.policy import AccessPolicy, search_param_names
 from gateway.errors import BadRequest, NotFound
 from gateway.fhir.bundle_bytes import bundle, history_entry, search_entry
 from gateway.fhir.canonical import dumps, parse_json
@@ -51,8 +51,8 @@ class SearchService:
         self.access.check_scope(ctx, rtype, "s")
         req = self.parser.parse(rtype, params, lenient=ctx.lenient, base_url=ctx.base_url)
         # The access condition is part of the query, so totals and pages count only what the caller may see.
-        names = {k.split(":")[0] for k, _ in params}
-        matches = await self.store.search(replace(req.plan, access=self.access.filter(ctx, rtype, names)))
+        access = self.access.filter(ctx, rtype, search_param_names(params))
+        matches = await self.store.search(replace(req.plan, access=access))
         total = matches.total if req.total != "none" else None
         self_link = f"{ctx.base_url}/{rtype}" + (f"?{req.query}" if req.query else "")
         if req.summary_count:
@@ -97,9 +97,9 @@ class SearchService:
     async def _page_bundle(self, rtype: str, req: SearchRequest, seqs: list[int], total: int | None,
                            links: list[tuple[str, str]], ctx: RequestContext) -> bytes:
         # Pages of a snapshot are read later: what the caller may no longer see is left out.
-        matches = await self.access.visible(ctx, await self.store.read_seqs(seqs))
+        matches = await self.access.visible(ctx, await self.store.read_seqs(seqs), lusen=True)
         included = [r for r in await self._included(rtype, req, matches, ctx) if self.access.may_read_type(ctx, r.rtype)]
-        matches, included = self.access.release(ctx, matches), self.access.release(ctx, included)
+        matches, included = await self.access.release(ctx, matches), await self.access.release(ctx, included)
         entries = [search_entry(ctx.base_url, r, "match", _elements(r.body, req.elements)) for r in matches]
         entries += [search_entry(ctx.base_url, r, "include") for r in included]
         return bundle("searchset", entries, total=total, links=links)
@@ -122,7 +122,7 @@ class SearchService:
                 if inc.iterate is iterate:
                     found += await self._reverse(inc, sources)
             fresh = []
-            for r in await self.access.visible(ctx, found):
+            for r in await self.access.visible(ctx, found, lusen=True):
                 if (r.rtype, r.rid) not in seen:
                     seen.add((r.rtype, r.rid))
                     fresh.append(r)
@@ -163,11 +163,11 @@ class SearchService:
         cursor = require_uint(values["_cursor"], "_cursor") if "_cursor" in values else None
         if rid is not None and cursor is None:
             found = await self.store.read(rtype, rid)
-            if found is None or not await self.access.can_see(ctx, found):
+            if found is None or not await self.access.can_read(ctx, found):
                 raise NotFound(f"{rtype}/{rid} is not known.")
         access = self.access.filter(ctx)
         versions, total = await self.store.history(HistoryQuery(rtype, rid, since, cursor, count, access))
-        versions = self.access.release(ctx, versions)
+        versions = await self.access.release(ctx, versions)
         path = "/".join(p for p in (ctx.base_url, rtype, rid, "_history") if p)
         keep = {k: v for k, v in values.items() if k in ("_since", "_count")}
         links = [("self", path + (f"?{urlencode({**keep, **({'_cursor': cursor} if cursor else {})})}"

@@ -87,6 +87,15 @@ class Transaction(Reader):
     async def replace_grants(self, patient: str, grants: list[tuple[str, int, int]]) -> None:
         """Set which organisations may see this patient's data: (organisation, from_us, to_us)."""
 
+    @abstractmethod
+    async def replace_notice_access(self, patient: str, rows: list[tuple[str, str, str]]) -> None:
+        """Set what organisations may read about this patient under LUSEN's admission-notice
+        exception: (organisation, resource type, id)."""
+
+    @abstractmethod
+    async def notice_patients(self, organizations: list[str]) -> set[str]:
+        """Patients any of these organisations holds a notice row for."""
+
 
 class Store(Reader):
     @abstractmethod
@@ -136,6 +145,10 @@ class Store(Reader):
     @abstractmethod
     async def has_grant(self, organization: str, patients: list[str], now_us: int) -> set[str]:
         """Those of ``patients`` whose data ``organization`` may see at ``now_us``."""
+
+    @abstractmethod
+    async def notice_visible(self, organization: str, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Those (type, id) ``organization`` may read under LUSEN's admission-notice exception."""
 
     @abstractmethod
     async def save_snapshot(self, snapshot: Snapshot, ttl_seconds: int) -> None: ...

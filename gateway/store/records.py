@@ -53,6 +53,9 @@ class AccessFilter:
     # Patients under sekretessmarkering / skyddad folkbokföring do not match a search on their
     # address unless the caller authored them: (system, codes) of those labels, or None.
     protected_labels: tuple[str, tuple[str, ...]] | None = None
+    # Also what it may read under LUSEN's admission-notice exception (notice_access rows); off
+    # when the search uses a parameter on elements the notice does not disclose.
+    notice: bool = False
 
 
 class AuditRecord(NamedTuple):

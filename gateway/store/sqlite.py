@@ -20,9 +20,10 @@ from gateway.store.base import HistoryQuery, Snapshot, Store, Transaction, Versi
 from gateway.store.plan import SearchMatches, SearchPlan
 from gateway.store.records import AuditRecord, IndexRows, StoredResource
 from gateway.store.sqlite_audit import AuditTable, append_audit
+from gateway.store.sqlite_notice import NOTICE_CONDITION, notice_patients, notice_visible, replace_notice_access
 from gateway.store.sqlsearch import ACCESS_CONDITION, access_args, from_where, order_by
 
-SCHEMA_VERSION = 2  # 2: res_access and access_grants (organisation access)
+SCHEMA_VERSION = 3  # 2: res_access and access_grants (organisation access); 3: notice_access (LUSEN)
 
 
 class StoreSchemaError(RuntimeError):
@@ -67,6 +68,10 @@ CREATE INDEX IF NOT EXISTS res_access_patient ON res_access (patient);
 CREATE TABLE IF NOT EXISTS access_grants (org TEXT NOT NULL, patient TEXT NOT NULL, valid_from INTEGER NOT NULL,
     valid_to INTEGER NOT NULL, PRIMARY KEY (org, patient, valid_from)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS access_grants_patient ON access_grants (patient);
+-- LUSEN: resources an organisation may read without consent (gateway.access.notice).
+CREATE TABLE IF NOT EXISTS notice_access (org TEXT NOT NULL, rtype TEXT NOT NULL, rid TEXT NOT NULL,
+    patient TEXT NOT NULL, PRIMARY KEY (org, rtype, rid)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS notice_access_patient ON notice_access (patient);
 -- The access log (patientdatalagen): append-only; served as AuditEvent to administrators.
 CREATE TABLE IF NOT EXISTS audit_log (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, recorded INTEGER NOT NULL, action TEXT NOT NULL,
@@ -148,6 +153,12 @@ class SqliteTransaction(Transaction):
         self._conn.execute("DELETE FROM access_grants WHERE patient = ?", (patient,))
         self._conn.executemany("INSERT OR REPLACE INTO access_grants VALUES (?, ?, ?, ?)",
                                [(org, patient, lo, hi) for org, lo, hi in grants])
+
+    async def replace_notice_access(self, patient: str, rows: list[tuple[str, str, str]]) -> None:
+        replace_notice_access(self._conn, patient, rows)
+
+    async def notice_patients(self, organizations: list[str]) -> set[str]:
+        return notice_patients(self._conn, organizations)
 
     async def put(self, version: StoredResource, index: IndexRows | None,
                   access: tuple[str, str] | None = None) -> StoredResource:
@@ -234,9 +245,9 @@ class SqliteStore(AuditTable, Store):
         """Create the schema, or refuse a file whose schema this code does not know."""
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         has_tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'versions'").fetchone()[0]
-        # 1 → 2 only adds tables: existing resources get no author (visible to trusted callers
-        # and through grants only) until they are written again.
-        if version not in (SCHEMA_VERSION, 1) and (has_tables or version):
+        # 1 → 2 and 2 → 3 only add tables: existing resources get no author (visible to trusted
+        # callers and through grants only) and no notice rows until they are written again.
+        if version not in (SCHEMA_VERSION, 1, 2) and (has_tables or version):
             conn.close()
             raise StoreSchemaError(f"The store {self._path} has schema version {version}; this gateway uses "
                                    f"{SCHEMA_VERSION}. Point GATEWAY_DB at a new file (no migration exists yet).")
@@ -343,6 +354,9 @@ class SqliteStore(AuditTable, Store):
             "AND valid_from <= ? AND valid_to > ?", [organization, *patients, now_us, now_us]).fetchall()
         return {r[0] for r in rows}
 
+    async def notice_visible(self, organization: str, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        return notice_visible(self._reader, organization, keys)
+
     async def read_seqs(self, seqs: list[int]) -> list[StoredResource]:
         return _read_seqs(self._reader, seqs)
 
@@ -386,8 +400,11 @@ class SqliteStore(AuditTable, Store):
             args.append(query.since_us)
         if query.access is not None:
             open_types = sorted(query.access.open_types)
-            conds.append(f"(v.rtype IN ({','.join('?' * len(open_types))}) OR {ACCESS_CONDITION})")
+            notice = f" OR {NOTICE_CONDITION}" if query.access.notice else ""
+            conds.append(f"(v.rtype IN ({','.join('?' * len(open_types))}) OR {ACCESS_CONDITION}{notice})")
             args += [*open_types, *access_args(query.access)]
+            if notice:
+                args.append(query.access.organization)
         where = " AND ".join(conds) or "1"
         source = "versions v LEFT JOIN current c ON c.rtype = v.rtype AND c.rid = v.rid"
         total = self._reader.execute(f"SELECT COUNT(*) FROM {source} WHERE {where}", args).fetchone()[0]

@@ -11,6 +11,7 @@ from gateway.store.plan import (
     Clause, DateClause, IdClause, MissingClause, ReferenceClause, SearchPlan, SortKey,
     StringClause, TokenClause,
 )
+from gateway.store.sqlite_notice import NOTICE_CONDITION
 
 TABLES = {"token": "idx_token", "reference": "idx_ref", "date": "idx_date", "string": "idx_string"}
 MAX_CHAR = "\U0010ffff"
@@ -133,8 +134,12 @@ def from_where(plan: SearchPlan) -> tuple[str, list]:
             conds.append(f"EXISTS (SELECT 1 FROM {table} t WHERE t.rkey = c.rkey AND t.param = ? AND ({cond}))")
             args += sub
     if plan.access is not None and plan.rtype not in plan.access.open_types:
-        conds.append(ACCESS_CONDITION)
-        args += access_args(plan.access)
+        if plan.access.notice:
+            conds.append(f"({ACCESS_CONDITION} OR {NOTICE_CONDITION})")
+            args += [*access_args(plan.access), plan.access.organization]
+        else:
+            conds.append(ACCESS_CONDITION)
+            args += access_args(plan.access)
     if plan.access is not None and plan.access.protected_labels is not None:
         system, codes = plan.access.protected_labels
         conds.append("(EXISTS (SELECT 1 FROM res_access a WHERE a.rkey = c.rkey AND a.author = ?) OR NOT EXISTS "
