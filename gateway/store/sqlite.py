@@ -20,8 +20,11 @@ from gateway.store.base import HistoryQuery, Snapshot, Store, Transaction, Versi
 from gateway.store.plan import SearchMatches, SearchPlan
 from gateway.store.records import AuditRecord, IndexRows, StoredResource
 from gateway.store.sqlite_audit import AuditTable, append_audit
-from gateway.store.sqlite_notice import NOTICE_CONDITION, notice_patients, notice_visible, replace_notice_access
-from gateway.store.sqlsearch import ACCESS_CONDITION, access_args, from_where, order_by
+from gateway.store.sqlite_access import (
+    ACCESS_CONDITION, NOTICE_CONDITION, access_args, grant_patients, has_grant, notice_patients, notice_visible,
+    replace_grants, replace_notice_access,
+)
+from gateway.store.sqlsearch import from_where, order_by
 
 SCHEMA_VERSION = 3  # 2: res_access and access_grants (organisation access); 3: notice_access (LUSEN)
 
@@ -96,10 +99,6 @@ _VERSION_COLUMNS = ("SELECT v.rtype, v.rid, v.vid, v.last_updated, v.body, v.seq
                     "LEFT JOIN res_access a ON a.rkey = c.rkey")
 
 
-_HAS_GRANT = ("SELECT 1 FROM access_grants WHERE org = ? AND patient = ? AND valid_from <= ? AND valid_to > ? "
-              "LIMIT 1")
-
-
 def _read(conn: sqlite3.Connection, rtype: str, rid: str) -> StoredResource | None:
     row = conn.execute(_READ_CURRENT, (rtype, rid)).fetchone()
     return StoredResource(rtype, rid, row[0], row[1], row[2], row[3], row[4], row[5]) if row else None
@@ -143,16 +142,10 @@ class SqliteTransaction(Transaction):
         append_audit(self._conn, records)
 
     async def grant_patients(self, organizations: list[str]) -> set[str]:
-        if not organizations:
-            return set()
-        rows = self._conn.execute(f"SELECT DISTINCT patient FROM access_grants WHERE org IN "
-                                  f"({','.join('?' * len(organizations))})", organizations).fetchall()
-        return {r[0] for r in rows}
+        return grant_patients(self._conn, organizations)
 
     async def replace_grants(self, patient: str, grants: list[tuple[str, int, int]]) -> None:
-        self._conn.execute("DELETE FROM access_grants WHERE patient = ?", (patient,))
-        self._conn.executemany("INSERT OR REPLACE INTO access_grants VALUES (?, ?, ?, ?)",
-                               [(org, patient, lo, hi) for org, lo, hi in grants])
+        replace_grants(self._conn, patient, grants)
 
     async def replace_notice_access(self, patient: str, rows: list[tuple[str, str, str]]) -> None:
         replace_notice_access(self._conn, patient, rows)
@@ -344,15 +337,7 @@ class SqliteStore(AuditTable, Store):
         return StoredResource(*row) if row else None
 
     async def has_grant(self, organization: str, patients: list[str], now_us: int) -> set[str]:
-        if not patients:
-            return set()
-        if len(patients) == 1:  # a read: one primary-key probe
-            row = self._reader.execute(_HAS_GRANT, (organization, patients[0], now_us, now_us)).fetchone()
-            return {patients[0]} if row else set()
-        rows = self._reader.execute(
-            f"SELECT DISTINCT patient FROM access_grants WHERE org = ? AND patient IN ({','.join('?' * len(patients))}) "
-            "AND valid_from <= ? AND valid_to > ?", [organization, *patients, now_us, now_us]).fetchall()
-        return {r[0] for r in rows}
+        return has_grant(self._reader, organization, patients, now_us)
 
     async def notice_visible(self, organization: str, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
         return notice_visible(self._reader, organization, keys)

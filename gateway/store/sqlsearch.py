@@ -11,7 +11,7 @@ from gateway.store.plan import (
     Clause, DateClause, IdClause, MissingClause, ReferenceClause, SearchPlan, SortKey,
     StringClause, TokenClause,
 )
-from gateway.store.sqlite_notice import NOTICE_CONDITION
+from gateway.store.sqlite_access import ACCESS_CONDITION, NOTICE_CONDITION, access_args
 
 TABLES = {"token": "idx_token", "reference": "idx_ref", "date": "idx_date", "string": "idx_string"}
 MAX_CHAR = "\U0010ffff"
@@ -147,17 +147,6 @@ def from_where(plan: SearchPlan) -> tuple[str, list]:
                      f"AND t.code IN ({','.join('?' * len(codes))})))")
         args += [plan.access.organization, system, *codes]
     return f"FROM {source} WHERE " + " AND ".join(conds), driver_args + args
-
-
-# The caller's organisation authored the resource, or holds a grant for its patient now.
-ACCESS_CONDITION = (
-    "EXISTS (SELECT 1 FROM res_access a WHERE a.rkey = c.rkey AND (a.author = ? OR (a.patient != '' AND "
-    "EXISTS (SELECT 1 FROM access_grants g WHERE g.org = ? AND g.patient = a.patient "
-    "AND g.valid_from <= ? AND g.valid_to > ?))))")
-
-
-def access_args(access) -> list:
-    return [access.organization, access.organization, access.now_us, access.now_us]
 
 
 def order_by(sort: tuple[SortKey, ...]) -> tuple[str, list]:
