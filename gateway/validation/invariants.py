@@ -7,9 +7,9 @@ cannot evaluate get a native check with the same meaning, each said why below:
 
 - per-1 (Period start <= end) and inv-1 (Task lastModified >= authoredOn): fhirpathpy has no
   ``hasValue()`` and compares dateTimes as text, so ``10:00:00+02:00`` would be later than
-  ``09:00:00Z``. The native check compares instants, and for values of different precision
-  (or one without a time zone) reports only an order that holds under every reading, as
-  FHIRPath gives empty, not false, when the comparison is undecided.
+  ``09:00:00Z``. The native check compares the time spans the values name, and reports only
+  an order that holds under every reading (different precision, no time zone), as FHIRPath
+  gives empty, not false, when the comparison is undecided.
 - ctm-1 (onBehalfOf only for a Practitioner member): fhirpathpy has no ``resolve()``; the
   member's type is read from its literal reference (or the contained resource it points to),
   and a member of unknown type passes, as ``resolve().iif(empty(), true, …)`` does.
@@ -20,7 +20,6 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -29,16 +28,16 @@ from fhirpathpy.models import models
 
 from gateway.errors import Issue
 from gateway.fhir.references import parse_reference
+from gateway.search.dates import date_range
 
 log = logging.getLogger(__name__)
 _MODEL = models["r4"]
 # Member names whose value is a Period in R4 (resource elements, datatypes and choice forms).
 PERIOD_KEYS = frozenset({"period", "executionPeriod", "dataPeriod", "during", "scheduledPeriod",
                          "valuePeriod", "boundsPeriod"})
-# The widest offset a time without a zone may have (UTC-12 … UTC+14).
-_UNKNOWN_ZONE = timedelta(hours=14)
-_DATETIME = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?"
-                       r"(Z|[+-]\d{2}:\d{2})?)?)?)?$")
+# The widest offset a time without a zone may have (UTC-12 … UTC+14), in µs.
+_UNKNOWN_ZONE_US = 14 * 3600 * 1_000_000
+_ZONE = re.compile(r"[+-]\d{2}:\d{2}$")
 
 
 @dataclass(frozen=True)
@@ -146,55 +145,24 @@ def _periods(node: Any, path: str) -> Iterator[tuple[str, dict]]:
 
 
 # -- comparing FHIR date/dateTime/instant values --------------------------------------------
-def _bounds(value: str) -> tuple[datetime, datetime, bool] | None:
-    """(earliest, latest-exclusive, has zone) of the time span a value names, naive = no zone."""
-    m = _DATETIME.match(value)
-    if m is None:
-        return None
-    year, month, day, hour, minute, second, fraction, zone = m.groups()
-    try:
-        start = datetime(int(year), int(month or 1), int(day or 1), int(hour or 0), int(minute or 0),
-                         int(second or 0), int(float(fraction) * 1_000_000) if fraction else 0)
-        if zone:
-            sign = -1 if zone[0] == "-" else 1
-            offset = timedelta(0) if zone == "Z" else sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
-            start = start - offset
-    except (ValueError, OverflowError):  # 2024-02-30, a leap second, a zone shift past year 1 or 9999
-        return None
-    try:
-        if second is not None:
-            end = start + timedelta(microseconds=1)
-        elif minute is not None:
-            end = start + timedelta(minutes=1)
-        elif day is not None:
-            end = start + timedelta(days=1)
-        elif month is not None:
-            end = datetime(start.year + start.month // 12, start.month % 12 + 1, 1)
-        else:
-            end = datetime(start.year + 1, 1, 1)
-    except (ValueError, OverflowError):  # the span of 9999-12-31 runs to the end of time
-        end = datetime.max
-    if zone:
-        return start.replace(tzinfo=timezone.utc), end.replace(tzinfo=timezone.utc), True
-    return start, end, False
-
-
 def surely_before(a: str, b: str) -> bool:
-    """True if instant-or-span ``a`` ends before ``b`` starts under every reading of both, i.e.
-    ``b < a`` can never hold and ``a < b`` does; False when undecided or unparseable."""
-    ba, bb = _bounds(a), _bounds(b)
-    if ba is None or bb is None:
-        return False
-    (a_lo, a_hi, a_zone), (b_lo, b_hi, b_zone) = ba, bb
+    """True if the time span ``a`` names ends before the one ``b`` names starts under every
+    reading of both; False when undecided or unparseable. Spans come from ``date_range``
+    (a value covers its whole precision); a value without a zone is read as UTC there, so it
+    is widened by the widest offset when the other value has one."""
     try:
-        if a_zone != b_zone:  # one side has no zone: it may be anywhere within ±14 h
-            if not a_zone:
-                a_hi = a_hi.replace(tzinfo=timezone.utc) + _UNKNOWN_ZONE
-            if not b_zone:
-                b_lo = b_lo.replace(tzinfo=timezone.utc) - _UNKNOWN_ZONE
-    except OverflowError:  # within 14 h of year 1 or 9999: too close to call
+        a_high, b_low = date_range(a)[1], date_range(b)[0]
+    except ValueError:
         return False
-    return a_hi <= b_lo
+    a_zone, b_zone = _has_zone(a), _has_zone(b)
+    if a_zone != b_zone:
+        a_high += 0 if a_zone else _UNKNOWN_ZONE_US
+        b_low -= 0 if b_zone else _UNKNOWN_ZONE_US
+    return a_high < b_low
+
+
+def _has_zone(value: str) -> bool:
+    return "T" in value and (value.endswith("Z") or _ZONE.search(value) is not None)
 
 
 # -- native checks for what fhirpathpy cannot evaluate ----------------------------------------
