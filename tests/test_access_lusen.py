@@ -8,7 +8,6 @@ care services. No CareTeam, no Consent. Every test names the rule it checks.
 """
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest

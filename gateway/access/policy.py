@@ -110,14 +110,13 @@ class AccessPolicy:
         if ctx is not None and ctx.audit is not None:
             ctx.audit.saw([r for r in resources if not r.deleted])
         caller = ctx.caller if ctx else None
-        if caller is not None:
-            others = {r.patient for r in resources if r.rtype in notice.NOTICE_TYPES and r.body
-                      and r.author != caller.organization and r.patient}
-            if others:
-                granted = await self.store.has_grant(caller.organization, sorted(others), now_us())
-                resources = [_notice_view(r) if r.rtype in notice.NOTICE_TYPES and r.body
-                             and r.author != caller.organization and r.patient not in granted else r
-                             for r in resources]
+        # A Patient or Encounter of another organisation may have been admitted as a notice only.
+        others = [r for r in resources if r.rtype in notice.NOTICE_TYPES and r.body and r.patient
+                  and r.author != caller.organization] if caller is not None else []
+        if others:
+            granted = await self.store.has_grant(caller.organization, sorted({r.patient for r in others}), now_us())
+            viewed = {id(r) for r in others if r.patient not in granted}
+            resources = [_notice_view(r) if id(r) in viewed else r for r in resources]
         return self.redact(ctx, resources)
 
     @staticmethod
@@ -283,17 +282,15 @@ class AccessPolicy:
 
     async def _registered_in(self, tx: Transaction, organization: dict) -> set[str]:
         """Patients registered in the municipality this Organization is (or is a unit of)."""
-        codes = [i.get("value") for i in organization.get("identifier") or []
-                 if isinstance(i, dict) and i.get("system") == notice.KOMMUNKOD and i.get("value")]
-        parent = parse_reference(organization.get("partOf"), (self.local_base,))
-        for _ in range(3):
+        codes, body = [], organization
+        for _ in range(4):  # the organisation, then up to three levels of partOf
+            codes = [i["value"] for i in body.get("identifier") or []
+                     if isinstance(i, dict) and i.get("system") == notice.KOMMUNKOD and i.get("value")]
+            parent = parse_reference(body.get("partOf"), (self.local_base,))
             if codes or not parent or parent[0] != "Organization":
                 break
             found = await tx.read("Organization", parent[1])
             body = parse_json(found.body) if found is not None and found.body else {}
-            codes = [i.get("value") for i in body.get("identifier") or []
-                     if isinstance(i, dict) and i.get("system") == notice.KOMMUNKOD and i.get("value")]
-            parent = parse_reference(body.get("partOf"), (self.local_base,))
         patients: set[str] = set()
         for code in codes:
             plan = SearchPlan("Patient", (TokenClause("folkbokforingskommun", ((notice.KOMMUNKOD, code),)),))
