@@ -4,9 +4,17 @@ administrators can search by patient and organisation and nobody can change.
 from __future__ import annotations
 
 import base64
+import sqlite3
 
 import pytest
 from conftest import FHIR, FHIR_JSON, TEST_ORG, get_token, patient, running_gateway, task
+
+from gateway.access.audit import AuditLog
+from gateway.access.caller import Caller
+from gateway.access.scopes import ScopeSet
+from gateway.store.base import AuditQuery
+from gateway.store.records import AuditRecord
+from gateway.store.sqlite import SqliteStore
 
 ADMIN_ORG = "SE2321000016-ADM1"
 OTHER_ORG = "SE2120001231-OTH1"
@@ -96,16 +104,18 @@ async def test_the_access_log_is_for_administrators_only(gw):
     assert r.status_code == 403 and "administrators" in r.json()["issue"][0]["diagnostics"]
 
 
-@pytest.mark.parametrize("method,path", [("POST", "AuditEvent"), ("PUT", "AuditEvent/1"), ("DELETE", "AuditEvent/1"),
-                                         ("PATCH", "AuditEvent/1")])
+@pytest.mark.parametrize("method,path", [("POST", "AuditEvent"), ("PUT", "AuditEvent/{id}"),
+                                         ("DELETE", "AuditEvent/{id}"), ("PATCH", "AuditEvent/{id}")])
 async def test_nobody_can_write_change_or_delete_the_access_log(gw, method, path):
-    await gw.post(f"{FHIR}/Patient", json=patient(), headers=FHIR_JSON)  # there is an entry 1
-    body = {"resourceType": "AuditEvent", "id": "1"} if method in ("POST", "PUT") else [] if method == "PATCH" else None
+    await gw.post(f"{FHIR}/Patient", json=patient(), headers=FHIR_JSON)
+    entry = next(e for e in await audit(gw, f"agent={TEST_ORG}") if e["action"] == "C")["id"]
+    body = {"resourceType": "AuditEvent", "id": entry} if method in ("POST", "PUT") else [] if method == "PATCH" \
+        else None
     ctype = "application/json-patch+json" if method == "PATCH" else "application/fhir+json"
     for headers in (gw.headers, gw.admin_headers):
-        r = await gw.request(method, f"{FHIR}/{path}", json=body, headers={**headers, "Content-Type": ctype})
+        r = await gw.request(method, f"{FHIR}/{path.format(id=entry)}", json=body, headers={**headers, "Content-Type": ctype})
         assert r.status_code == 405, (method, r.text)
-    assert (await gw.get(f"{FHIR}/AuditEvent/1", headers=gw.admin_headers)).json()["action"] == "C"
+    assert (await gw.get(f"{FHIR}/AuditEvent/{entry}", headers=gw.admin_headers)).json()["action"] == "C"
 
 
 async def test_administrator_searches_by_organisation_and_date(gw):
@@ -114,3 +124,59 @@ async def test_administrator_searches_by_organisation_and_date(gw):
     assert mine and all(e["agent"][0]["who"]["identifier"]["value"] == TEST_ORG for e in mine)
     assert await audit(gw, f"agent={TEST_ORG}&date=lt2000-01-01") == []
     assert len(await audit(gw, f"agent={TEST_ORG}&date=ge2000-01-01")) == len(mine)
+
+
+async def test_changes_and_reads_are_one_log_newest_first_and_paged_without_gaps(gw):
+    pid = (await gw.post(f"{FHIR}/Patient", json=patient(), headers=FHIR_JSON)).json()["id"]
+    for _ in range(3):
+        await gw.post(f"{FHIR}/Task", json=task(f"Patient/{pid}"), headers=FHIR_JSON)  # change entries
+        assert (await gw.get(f"{FHIR}/Patient/{pid}")).status_code == 200  # read entries, the other table
+    everything = await audit(gw, f"patient={pid}&_count=50")
+    assert sorted(e["action"] for e in everything) == ["C"] * 4 + ["R"] * 3
+    recorded = [e["recorded"] for e in everything]
+    assert recorded == sorted(recorded, reverse=True)
+    seen, url = [], f"{FHIR}/AuditEvent?patient={pid}&_count=2"
+    while url:
+        page = (await gw.get(url, headers=gw.admin_headers)).json()
+        assert page.get("total") == 7, page
+        seen += [e["resource"]["id"] for e in page.get("entry", [])]
+        url = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
+    assert seen == [e["id"] for e in everything]
+
+
+async def test_a_malformed_cursor_is_a_400(gw):
+    r = await gw.get(f"{FHIR}/AuditEvent?_cursor=12", headers=gw.admin_headers)
+    assert r.status_code == 400
+
+
+async def test_read_entries_go_to_the_access_log_file_not_the_store(tmp_path):
+    store = SqliteStore(str(tmp_path / "gw.sqlite"))
+    await store.open()
+    try:
+        await store.append_audit([AuditRecord(1, "R", "read", "0", "c", "SE1", "p1", "Task/1/_history/1")])
+        with sqlite3.connect(tmp_path / "gw.access-log.sqlite") as log, sqlite3.connect(tmp_path / "gw.sqlite") as db:
+            assert log.execute("SELECT patient FROM read_log").fetchall() == [("p1",)]
+            assert db.execute("SELECT COUNT(*) FROM audit_log").fetchone() == (0,)
+    finally:
+        await store.close()
+
+
+async def test_a_batch_survives_the_writer_process_dying(tmp_path):
+    """The access log must not lose entries: a batch whose writer died is kept and written by
+    the next writer process."""
+    store = SqliteStore(str(tmp_path / "gw.sqlite"))
+    await store.open()
+    log = AuditLog(store)
+    caller = Caller("client", "SE1", ScopeSet.parse("system/*.rs"))
+    try:
+        log.record_request(caller, None, "search-type", 200)
+        await log.flush()
+        store._audit_proc.kill()  # the writer dies …
+        log.record_request(caller, None, "read", 200)
+        with pytest.raises(RuntimeError):
+            await log.flush()  # … so this batch is not committed, and is kept
+        await log.flush()  # a new writer takes it
+        records, total = await store.search_audit(AuditQuery(limit=10))
+        assert total == 2 and [r.interaction for r in records] == ["read", "search-type"]
+    finally:
+        await store.close()

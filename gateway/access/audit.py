@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
 from dataclasses import replace
 from urllib.parse import urlencode
 
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 ACTIONS = {"create": "C", "read": "R", "vread": "R", "search-type": "R", "history-instance": "R",
            "history-type": "R", "history-system": "R", "update": "U", "patch": "U", "delete": "D",
            "transaction": "E", "batch": "E", "operation": "E"}
+_CURSOR = re.compile(r"^([0-9]{1,18})\.([0-9]{1,18})$")
 _SEARCH_PARAMS = {"patient", "agent", "date", "_count", "_cursor", "_format", "_pretty"}
 
 
@@ -165,16 +167,26 @@ class AuditLog:
             elif key == "_count":
                 query = replace(query, limit=min(require_uint(value, "_count"), max_count))
             elif key == "_cursor":
-                query = replace(query, before_seq=require_uint(value, "_cursor"))
+                query = replace(query, before=_cursor(value))
         await self.flush()
         records, total = await self.store.search_audit(query)
         kept = [(k, v) for k, v in params if k != "_cursor"]
         links = [("self", f"{ctx.base_url}/AuditEvent?{urlencode(params)}")]
         if len(records) == query.limit and records:
-            links.append(("next", f"{ctx.base_url}/AuditEvent?{urlencode([*kept, ('_cursor', records[-1].seq)])}"))
+            last = records[-1]
+            links.append(("next", f"{ctx.base_url}/AuditEvent?"
+                                  f"{urlencode([*kept, ('_cursor', f'{last.recorded_us}.{last.seq}')])}"))
         entries = [dumps({"fullUrl": f"{ctx.base_url}/AuditEvent/{r.seq}", "resource": audit_event(r),
                           "search": {"mode": "match"}}) for r in records]
         return bundle("searchset", entries, total=total, links=links)
+
+
+def _cursor(value: str) -> tuple[int, int]:
+    """``<recorded µs>.<id>`` of the last entry of the previous page, as the next link gives it."""
+    m = _CURSOR.match(value)
+    if m is None:
+        raise BadRequest(f"_cursor must be the value a next link gives (<recorded>.<id>), not '{value}'.")
+    return int(m.group(1)), int(m.group(2))
 
 
 def _date(query: AuditQuery, value: str) -> AuditQuery:

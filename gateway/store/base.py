@@ -34,7 +34,7 @@ class AuditQuery:
     organization: str | None = None
     since_us: int | None = None
     until_us: int | None = None
-    before_seq: int | None = None
+    before: tuple[int, int] | None = None  # (recorded, id) of the last entry already served
     limit: int = 20
 
 

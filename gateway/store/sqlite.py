@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 import time
 from array import array
 from contextlib import asynccontextmanager
@@ -19,7 +18,8 @@ from typing import AsyncIterator
 from gateway.store.base import HistoryQuery, Snapshot, Store, Transaction, VersionConflict
 from gateway.store.plan import SearchMatches, SearchPlan
 from gateway.store.records import AuditRecord, IndexRows, StoredResource
-from gateway.store.sqlite_audit import AuditTable, append_audit
+from gateway.store.audit_writer import log_table
+from gateway.store.sqlite_audit import AuditTable, access_log_path, append_audit
 from gateway.store.sqlite_access import (
     ACCESS_CONDITION, NOTICE_CONDITION, access_args, grant_patients, has_grant, notice_patients, notice_visible,
     replace_grants, replace_notice_access,
@@ -76,18 +76,14 @@ CREATE TABLE IF NOT EXISTS notice_access (org TEXT NOT NULL, rtype TEXT NOT NULL
     patient TEXT NOT NULL, PRIMARY KEY (org, rtype, rid)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS notice_access_patient ON notice_access (patient);
 -- The access log (patientdatalagen): append-only; served as AuditEvent to administrators.
-CREATE TABLE IF NOT EXISTS audit_log (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, recorded INTEGER NOT NULL, action TEXT NOT NULL,
-    interaction TEXT NOT NULL, outcome TEXT NOT NULL, client TEXT NOT NULL, organization TEXT NOT NULL,
-    patient TEXT NOT NULL, entities TEXT NOT NULL, query TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_patient ON audit_log (patient, seq);
-CREATE INDEX IF NOT EXISTS audit_org ON audit_log (organization, seq);
+-- (audit_log: see audit_writer.log_table, appended below; read entries are in the access-log file)
+DROP INDEX IF EXISTS audit_patient;
+DROP INDEX IF EXISTS audit_org;
 CREATE TABLE IF NOT EXISTS search_snapshots (
     id TEXT PRIMARY KEY, expires INTEGER NOT NULL, rtype TEXT NOT NULL, query TEXT NOT NULL,
     total INTEGER NOT NULL, seqs BLOB NOT NULL, owner TEXT NOT NULL DEFAULT ''
 );
-"""
+""" + log_table("audit_log")
 
 _READ_CURRENT = (
     "SELECT v.vid, v.last_updated, v.body, v.seq, a.author, a.patient FROM current c "
@@ -212,8 +208,8 @@ class SqliteStore(AuditTable, Store):
         self._queued = 0  # writers waiting for the lock: the last one commits the batch
         self._batch: asyncio.Future | None = None  # resolved when the open transaction commits
         self._committing: asyncio.Future | None = None
-        self._audit_conn: sqlite3.Connection | None = None
-        self._audit_lock = threading.Lock()
+        self._audit_proc: asyncio.subprocess.Process | None = None  # started with the first batch
+        self._audit_lock = asyncio.Lock()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -232,7 +228,7 @@ class SqliteStore(AuditTable, Store):
         self._writer = self._connect()
         self._migrate(self._writer)
         self._reader = self._connect()
-        self._audit_conn = self._connect()
+        self._attach_access_log(self._reader)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Create the schema, or refuse a file whose schema this code does not know."""
@@ -250,10 +246,8 @@ class SqliteStore(AuditTable, Store):
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     async def close(self) -> None:
-        with self._audit_lock:  # an access-log batch still running in its thread finishes first
-            if self._audit_conn is not None:
-                self._audit_conn.close()
-            self._audit_conn = None
+        async with self._audit_lock:  # a batch still with the writer process finishes first
+            await self._stop_audit_writer()
         for conn in (self._reader, self._writer):
             if conn is not None:
                 conn.close()
