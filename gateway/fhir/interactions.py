@@ -105,8 +105,8 @@ class FhirCore:
             return await self.audit.read(ctx, rid)
         check_type(rtype)
         self.access.check_scope(ctx, rtype, "r")
-        found = await self.store.read(rtype, rid)
-        if found is None or not await self.access.can_read(ctx, found):  # forbidden looks missing
+        found = await self.access.read_current(ctx, rtype, rid)
+        if found is None:  # forbidden looks missing
             raise NotFound(f"{rtype}/{rid} is not known.")
         found = (await self.access.release(ctx, [found]))[0]
         if found.deleted:

@@ -109,6 +109,11 @@ class Store(Reader):
         """All-or-nothing unit of writes; rolled back if the block raises."""
 
     @abstractmethod
+    async def read_granted(self, rtype: str, rid: str, organization: str,
+                           now_us: int) -> tuple[StoredResource | None, bool]:
+        """``read``, and whether ``organization`` holds a grant for the resource's patient at ``now_us``."""
+
+    @abstractmethod
     async def read_version(self, rtype: str, rid: str, vid: int) -> StoredResource | None: ...
 
     @abstractmethod

@@ -95,6 +95,15 @@ _VERSION_COLUMNS = ("SELECT v.rtype, v.rid, v.vid, v.last_updated, v.body, v.seq
                     "LEFT JOIN res_access a ON a.rkey = c.rkey")
 
 
+# The current version and whether an organisation holds a grant for its patient now: a read by
+# another organisation in one statement instead of two.
+_READ_CURRENT_GRANTED = (
+    "SELECT v.vid, v.last_updated, v.body, v.seq, a.author, a.patient, EXISTS (SELECT 1 FROM access_grants g "
+    "WHERE g.org = ? AND g.patient = a.patient AND g.valid_from <= ? AND g.valid_to > ?) FROM current c "
+    "JOIN versions v ON v.seq = c.seq LEFT JOIN res_access a ON a.rkey = c.rkey WHERE c.rtype = ? AND c.rid = ?"
+)
+
+
 def _read(conn: sqlite3.Connection, rtype: str, rid: str) -> StoredResource | None:
     row = conn.execute(_READ_CURRENT, (rtype, rid)).fetchone()
     return StoredResource(rtype, rid, row[0], row[1], row[2], row[3], row[4], row[5]) if row else None
@@ -321,6 +330,13 @@ class SqliteStore(AuditTable, Store):
 
     async def read(self, rtype: str, rid: str) -> StoredResource | None:
         return _read(self._reader, rtype, rid)
+
+    async def read_granted(self, rtype: str, rid: str, organization: str,
+                           now_us: int) -> tuple[StoredResource | None, bool]:
+        row = self._reader.execute(_READ_CURRENT_GRANTED, (organization, now_us, now_us, rtype, rid)).fetchone()
+        if row is None:
+            return None, False
+        return StoredResource(rtype, rid, row[0], row[1], row[2], row[3], row[4], row[5]), bool(row[6])
 
     async def search(self, plan: SearchPlan) -> SearchMatches:
         return _search(self._reader, plan)
