@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import orjson
@@ -51,10 +52,9 @@ class AuditTable:
     def _attach_access_log(self, conn: sqlite3.Connection) -> None:
         """Create the access-log file if needed and attach it for reading as ``accesslog``."""
         path = access_log_path(self._path)
-        with sqlite3.connect(path, isolation_level=None) as setup:
+        with closing(sqlite3.connect(path, isolation_level=None)) as setup:
             setup.execute("PRAGMA journal_mode = WAL")
             setup.executescript(log_table("read_log"))
-        setup.close()
         conn.execute("ATTACH DATABASE ? AS accesslog", (path,))
 
     async def append_audit(self, records: list[AuditRecord]) -> None:
