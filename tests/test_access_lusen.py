@@ -23,6 +23,7 @@ SD = "https://samverkan.example.se/fhir/StructureDefinition/"
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
 STREET, TEMPORARY_STREET, PHONE, REASON = "Exempelgatan 12", "Sommarstugevägen 3", "070-1234567", "Pneumoni"
 LABELS = "http://hl7.se/fhir/ig/base/CodeSystem/SecurityLabel"
+BY_PNR = f"identifier=http://electronichealth.se/identifier/personnummer|{TEST_PNR}"
 
 
 def home(kommunkod: str = "1380", street: str = STREET) -> dict:
@@ -83,7 +84,8 @@ async def world(settings):
                    for org in (REGION, KOMMUN, UNIT, HYLTE, VC, OTHER_VC)}
         w = World(http, headers, settings.db_path)
         halmstad = await municipality(w, KOMMUN, "Halmstads kommun", "1380")
-        await w.make(UNIT, organization("Biståndsenheten", UNIT, partOf={"reference": f"Organization/{halmstad['id']}"}))
+        # The municipality registers its own units: only then do they count as its part.
+        await w.make(KOMMUN, organization("Biståndsenheten", UNIT, partOf={"reference": f"Organization/{halmstad['id']}"}))
         await municipality(w, HYLTE, "Hylte kommun", "1315")
         vc = await w.make(VC, organization("Vårdcentralen Södra", VC))
         hospital = (await w.make(REGION, organization("Hallands sjukhus, medicin 1", REGION)))["id"]
@@ -91,6 +93,8 @@ async def world(settings):
         person = await w.make(REGION, patient(
             TEST_PNR, address=[home(), {"use": "temp", "line": [TEMPORARY_STREET], "city": "Falkenberg"}],
             telecom=[{"system": "phone", "value": PHONE}], birthDate="1912-12-12", gender="male",
+            identifier=[{"system": "http://electronichealth.se/identifier/personnummer", "value": TEST_PNR},
+                        {"system": "urn:oid:1.2.752.97.3.1.3", "value": "PSYK-4711"}],
             generalPractitioner=[{"reference": f"Organization/{vc['id']}"}]))
         pid = person["id"]
         w.ids.update(pid=pid, halmstad=halmstad["id"], vc=vc["id"])
@@ -161,6 +165,20 @@ async def test_lusen_a_municipality_registered_after_the_admission_still_gets_th
     assert (await w.get(laholm, f"Patient/{w.ids['pid']}")).status_code == 200
 
 
+async def test_lusen_claiming_a_kommunkod_gives_a_pretender_nothing(world):
+    """Anyone may write an Organization: a second claim of Halmstad's kommunkod must not route
+    the notice to the claimant (two claims route to nobody until the directory is put right)."""
+    w = world
+    await municipality(w, OTHER_VC, "Låtsaskommunen", "1380")
+    assert (await w.get(OTHER_VC, f"Patient/{w.ids['pid']}")).status_code == 404
+
+
+async def test_lusen_a_unit_the_municipality_did_not_register_is_not_its_part(world):
+    w = world
+    await w.make(HYLTE, organization("Påstådd enhet", HYLTE, partOf={"reference": f"Organization/{w.ids['halmstad']}"}))
+    assert (await w.get(HYLTE, f"Patient/{w.ids['pid']}")).status_code == 404
+
+
 # -- nothing more -------------------------------------------------------------------------------
 async def test_lusen_the_patient_view_is_name_personnummer_and_folkbokforingsadress(world):
     w = world
@@ -193,7 +211,7 @@ async def test_lusen_nothing_else_about_the_person_is_disclosed(world, path):
     ("Encounter?patient={pid}", {"enc"}),
     ("Encounter?subject=Patient/{pid}&status=in-progress", {"enc"}),
     ("Task?patient={pid}", set()),
-    ("Patient?identifier=" + TEST_PNR, {"pid"}),
+    ("Patient?" + BY_PNR, {"pid"}),
     ("Patient?family=Tolvansson", {"pid"}),
 ])
 async def test_lusen_search_finds_the_notice_and_nothing_more(world, query, expected):
@@ -204,8 +222,10 @@ async def test_lusen_search_finds_the_notice_and_nothing_more(world, query, expe
 
 @pytest.mark.parametrize("query", [
     "Patient?birthdate=1912-12-12", "Patient?gender=male", f"Patient?phone={PHONE}", "Patient?address-city=Falkenberg",
-    "Patient?identifier=" + TEST_PNR + "&_sort=birthdate", "Encounter?patient={pid}&reason-code=233604007",
-    "Patient?identifier=" + TEST_PNR + "&_summary=count&gender=male",
+    "Patient?" + BY_PNR + "&_sort=birthdate", "Encounter?patient={pid}&reason-code=233604007",
+    "Patient?" + BY_PNR + "&_summary=count&gender=male",
+    "Patient?identifier=urn:oid:1.2.752.97.3.1.3|PSYK-4711",  # an identifier the view does not show
+    "Patient?identifier=PSYK-4711", "Patient?identifier:not=urn:oid:1.2.752.97.3.1.3|X",
 ])
 async def test_lusen_a_search_on_what_the_notice_does_not_show_finds_nothing(world, query):
     """Otherwise the match (or the count) would tell the hidden value."""
@@ -278,12 +298,22 @@ async def test_lusen_the_notice_gives_no_right_to_write_about_the_person(world, 
 async def test_lusen_a_conditional_create_matching_the_person_returns_the_notice_view(world):
     w = world
     r = await w.http.post(f"{FHIR}/Patient", json=patient(TEST_PNR), headers={
-        **w.h[KOMMUN], "If-None-Exist": f"identifier={TEST_PNR}"})
+        **w.h[KOMMUN], "If-None-Exist": BY_PNR})
     assert r.status_code == 200 and r.json()["id"] == w.ids["pid"]
     assert PHONE not in r.text and SUBSETTED in r.json()["meta"]["tag"]
 
 
 # -- interplay with the other rules ---------------------------------------------------------------
+async def test_lusen_the_view_keeps_only_the_labels_that_say_how_to_handle_the_person(world):
+    w = world
+    enc = (await w.get(REGION, f"Encounter/{w.ids['enc']}")).json()
+    enc["meta"]["security"] = [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"},
+                               {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}]
+    await w.put(REGION, enc)
+    body = (await w.get(KOMMUN, f"Encounter/{w.ids['enc']}")).json()
+    assert body["meta"]["security"] == [enc["meta"]["security"][1]]  # R, not PSY (psychiatry)
+
+
 async def test_lusen_a_protected_persons_notice_goes_without_the_address(world):
     w = world
     person = (await w.get(REGION, f"Patient/{w.ids['pid']}")).json()

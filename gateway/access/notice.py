@@ -36,6 +36,8 @@ INPATIENT = ("http://terminology.hl7.org/CodeSystem/v3-ActCode", "IMP")
 # The stay has begun (the notice is due within 24 h of admission) and is not void.
 ADMITTED = frozenset({"arrived", "triaged", "in-progress", "onleave", "finished"})
 NOTICE_TYPES = frozenset({"Patient", "Encounter"})
+NOTICE_LABEL_SYSTEMS = frozenset({"http://hl7.se/fhir/ig/base/CodeSystem/SecurityLabel",
+                                  "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"})
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
 # Search parameters on what the views show; any other parameter (or a sort on it) could test
 # hidden elements, so a search using one finds notice-only resources nowhere.
@@ -45,6 +47,15 @@ _SEARCHABLE = {
 }
 _RESULT_PARAMS = frozenset({"_count", "_total", "_summary", "_elements", "_include", "_revinclude", "_sort",
                             "_format", "_pretty"})
+
+
+def identifier_name(key: str, value: str) -> str:
+    """``identifier`` when the query asks only for national person ids (what the view shows),
+    else a name no notice search allows: other identifiers are not in the view."""
+    if ":" in key or not value:
+        return "identifier:other"
+    systems = {v.split("|", 1)[0] if "|" in v else None for v in value.split(",")}
+    return "identifier" if systems <= PERSON_ID_SYSTEMS else "identifier:other"
 
 
 def searchable(rtype: str | None, params: set[str]) -> bool:
@@ -107,7 +118,13 @@ def notice_rows(patient_id: str, encounters: list[dict], municipality: list[str]
 
 def notice_view(rtype: str, body: dict) -> dict:
     """The notice's content of a Patient or an Encounter, tagged SUBSETTED."""
-    meta = {k: v for k, v in (body.get("meta") or {}).items() if k in ("versionId", "lastUpdated", "security")}
+    meta = {k: v for k, v in (body.get("meta") or {}).items() if k in ("versionId", "lastUpdated")}
+    # Only the labels that say how to handle the person (protection, confidentiality): others,
+    # such as a psychiatry sensitivity code, would tell more than the notice.
+    labels = [l for l in (body.get("meta") or {}).get("security") or []
+              if isinstance(l, dict) and l.get("system") in NOTICE_LABEL_SYSTEMS]
+    if labels:
+        meta["security"] = labels
     meta["tag"] = [SUBSETTED]
     view: dict[str, Any] = {"resourceType": rtype, "id": body.get("id"), "meta": meta}
     if rtype == "Patient":

@@ -51,11 +51,14 @@ _REDACTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValu
 
 def search_param_names(params: list[tuple[str, str]]) -> set[str]:
     """The parameter names of a query without modifiers, plus the fields it sorts by: both say
-    which elements the query can test."""
-    names = {k.split(":")[0] for k, _ in params}
+    which elements the query can test (an identifier search other than for a national person id
+    gets its own name, see ``notice.identifier_name``)."""
+    names = {k.split(":")[0] for k, _ in params if not k.startswith("identifier")}
     for key, value in params:
         if key == "_sort":
             names |= {field.strip().lstrip("-") for field in value.split(",") if field.strip()}
+        elif key.split(":")[0] == "identifier":
+            names.add(notice.identifier_name(key, value))
     return names
 
 
@@ -278,17 +281,25 @@ class AccessPolicy:
         await tx.replace_notice_access(patient, notice.notice_rows(patient, encounters, municipality, primary_care))
 
     async def _municipality_hsa(self, tx: Transaction, kommunkod: str) -> list[str]:
-        """HSA-ids of the municipality with this kommunkod and of its units (partOf, 3 levels)."""
+        """HSA-ids of the municipality with this kommunkod and of its units (partOf, 3 levels).
+
+        Anyone may write an Organization, so a claim counts only if it cannot be a pretender's:
+        the municipality's Organization was registered by that organisation itself (or by the
+        operator: no author), it is the only such claim of the kommunkod (two claims route to
+        nobody), and a unit counts only if the municipality's registrant also registered it."""
         plan = SearchPlan("Organization", (TokenClause("identifier", ((notice.KOMMUNKOD, kommunkod),)),))
-        level = await tx.read_seqs((await tx.search(plan)).seqs)
-        hsa: set[str] = set()
+        claims = [r for r in await tx.read_seqs((await tx.search(plan)).seqs)
+                  if r.body and (not r.author or r.author in _identifier_hsa(parse_json(r.body)))]
+        if len(claims) != 1:
+            return []
+        owner, level, hsa = claims[0].author, claims, set()
         for _ in range(3):
-            hsa |= {h for r in level if r.body for h in _identifier_hsa(parse_json(r.body))}
+            hsa |= {h for r in level for h in _identifier_hsa(parse_json(r.body))}
+            parents = tuple(("Organization", r.rid) for r in level)
+            level = [r for r in await tx.read_seqs((await tx.search(SearchPlan(
+                "Organization", (ReferenceClause("partof", parents),)))).seqs) if r.body and r.author == owner]
             if not level:
                 break
-            parents = tuple(("Organization", r.rid) for r in level)
-            level = await tx.read_seqs((await tx.search(SearchPlan(
-                "Organization", (ReferenceClause("partof", parents),)))).seqs)
         return sorted(hsa)
 
     async def _registered_in(self, tx: Transaction, organization: dict) -> set[str]:
