@@ -85,3 +85,18 @@ async def test_a_search_on_the_address_does_not_find_the_protected_person(world,
 async def test_an_unprotected_person_s_address_is_shared_as_usual(world):
     http, h, _, open_pid, _ = world
     assert has_street((await http.get(f"{FHIR}/Patient/{open_pid}", headers=h[KOMMUN])).json())
+
+
+async def test_a_label_added_later_also_hides_the_address_of_older_versions(world):
+    """Found by the LUSEN red-team review: redaction looked at each version's own labels, so
+    the version before the label still showed the address in vread and history."""
+    http, h, _, open_pid, _ = world
+    person = (await http.get(f"{FHIR}/Patient/{open_pid}", headers=h[REGION])).json()
+    person["meta"]["security"] = [{"system": LABELS, "code": "skyddadFolkbokforing"},
+                                  {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}]
+    r = await http.put(f"{FHIR}/Patient/{open_pid}", json=person, headers=h[REGION])
+    assert r.status_code == 200, r.text
+    for path in (f"Patient/{open_pid}/_history/1", f"Patient/{open_pid}/_history", "Patient/_history"):
+        r = await http.get(f"{FHIR}/{path}", headers=h[KOMMUN])
+        assert r.status_code == 200 and not has_street(r.text), path
+    assert has_street((await http.get(f"{FHIR}/Patient/{open_pid}/_history/1", headers=h[REGION])).text)

@@ -120,18 +120,23 @@ class AccessPolicy:
             granted = await self.store.has_grant(caller.organization, sorted({r.patient for r in others}), now_us())
             viewed = {id(r) for r in others if r.patient not in granted}
             resources = [_notice_view(r) if id(r) in viewed else r for r in resources]
-        return self.redact(ctx, resources)
+        return await self.redact(ctx, resources)
 
-    @staticmethod
-    def redact(ctx: RequestContext | None, resources: list[StoredResource]) -> list[StoredResource]:
+    async def redact(self, ctx: RequestContext | None, resources: list[StoredResource]) -> list[StoredResource]:
         """What may leave for this caller: a protected person's Patient without its address
-        (marked REDACTED) unless the caller registered it. Bytes are parsed only for Patients
-        that carry both an address and a protection label."""
+        (marked REDACTED) unless the caller registered it. Protection is judged by the person's
+        current version, so a label added later also hides the address of older versions."""
         caller = ctx.caller if ctx else None
         if caller is None:
             return resources
-        return [_without_address(r) if r.rtype == "Patient" and r.body and r.author != caller.organization
-                and b'"address"' in r.body and any(c.encode() in r.body for c in PROTECTION_CODES) else r
+        addressed = {r.rid for r in resources if r.rtype == "Patient" and r.body and r.author != caller.organization
+                     and b'"address"' in r.body}
+        if not addressed:
+            return resources
+        current = await self.store.read_many([("Patient", rid) for rid in sorted(addressed)])
+        protected = {c.rid for c in current if c.body and _protected(parse_json(c.body))}
+        return [_without_address(r) if r.rtype == "Patient" and r.rid in addressed and r.body
+                and r.author != caller.organization and (r.rid in protected or _labelled(r)) else r
                 for r in resources]
 
     async def read_current(self, ctx: RequestContext | None, rtype: str, rid: str) -> StoredResource | None:
@@ -369,14 +374,24 @@ def _notice_view(stored: StoredResource) -> StoredResource:
     return replace(stored, body=dumps(notice.notice_view(stored.rtype, parse_json(stored.body))))
 
 
+def _protected(patient: dict) -> bool:
+    labels = (patient.get("meta") or {}).get("security") or []
+    return any(isinstance(l, dict) and l.get("system") == PROTECTION_SYSTEM and l.get("code") in PROTECTION_CODES
+               for l in labels)
+
+
+def _labelled(stored: StoredResource) -> bool:
+    """This version itself carries a protection label (its person may since have been deleted)."""
+    return any(c.encode() in stored.body for c in PROTECTION_CODES) and _protected(parse_json(stored.body))
+
+
 def _without_address(stored: StoredResource) -> StoredResource:
     body = parse_json(stored.body)
-    labels = (body.get("meta") or {}).get("security") or []
-    if not any(isinstance(l, dict) and l.get("system") == PROTECTION_SYSTEM and l.get("code") in PROTECTION_CODES
-               for l in labels):
+    if "address" not in body:
         return stored
-    body.pop("address", None)
-    body["meta"] = {**body["meta"], "security": [*labels, _REDACTED]}
+    body.pop("address")
+    meta = body.get("meta") or {}
+    body["meta"] = {**meta, "security": [*(meta.get("security") or []), _REDACTED]}
     return replace(stored, body=dumps(body))
 
 
