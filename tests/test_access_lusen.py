@@ -335,3 +335,32 @@ async def test_lusen_consent_and_care_team_give_the_full_record_as_before(world)
     assert (await w.get(KOMMUN, f"Task/{w.ids['task']}")).status_code == 200
     enc = (await w.get(KOMMUN, f"Encounter/{w.ids['enc']}")).json()
     assert enc["reasonCode"][0]["text"] == REASON
+
+
+@pytest.mark.parametrize("query", [
+    "Encounter?patient={pid}&_include=Encounter:participant",
+    "Encounter?patient={pid}&_include=Encounter:*",
+    "Patient?" + BY_PNR + "&_include=Patient:general-practitioner",
+    "Patient?" + BY_PNR + "&_include:iterate=Patient:general-practitioner",
+])
+async def test_lusen_includes_do_not_follow_references_the_view_hides(world, query):
+    """Found by the red-team review: the treating practitioner and the GP came along, as
+    directory resources are open to all."""
+    w = world
+    doctor = await w.make(REGION, {"resourceType": "Practitioner", "name": [{"family": "Läkare"}]})
+    enc = (await w.get(REGION, f"Encounter/{w.ids['enc']}")).json()
+    enc["participant"] = [{"individual": {"reference": f"Practitioner/{doctor['id']}"}}]
+    await w.put(REGION, enc)
+    r = await w.get(KOMMUN, query.format(**w.ids))
+    assert r.status_code == 200, r.text
+    included = [e["resource"]["resourceType"] for e in r.json()["entry"] if e["search"]["mode"] == "include"]
+    assert "Practitioner" not in included and "Organization" not in included, included
+    r = await w.get(REGION, query.format(**w.ids))  # the author does get them: the probe is real
+    assert any(e["resource"]["resourceType"] in ("Practitioner", "Organization") for e in r.json()["entry"]
+               if e["search"]["mode"] == "include")
+
+
+async def test_lusen_revinclude_does_not_test_a_hidden_reference(world):
+    w = world
+    r = await w.get(KOMMUN, f"Organization?_id={w.ids['vc']}&_revinclude=Patient:general-practitioner")
+    assert [e["resource"]["resourceType"] for e in r.json()["entry"]] == ["Organization"]

@@ -150,6 +150,21 @@ class AccessPolicy:
             return found
         return None
 
+    async def notice_only(self, ctx: RequestContext | None, resources: list[StoredResource]) -> set[tuple[str, str]]:
+        """(type, id) of those the caller may see only as a LUSEN notice."""
+        candidates = [r for r in resources if r.rtype in notice.NOTICE_TYPES]
+        if not candidates or ctx is None or ctx.caller is None:
+            return set()
+        full = {(r.rtype, r.rid) for r in await self.visible(ctx, candidates)}
+        return {(r.rtype, r.rid) for r in await self.visible(ctx, candidates, lusen=True)} - full
+
+    @staticmethod
+    def may_follow(rtype: str, param: str | None) -> bool:
+        """May _include/_revinclude use ``param`` of a resource seen only as a LUSEN notice? Only
+        if a search on it could find the resource: a reference the view hides (an Encounter's
+        participant, a Patient's generalPractitioner) must not be followed or tested."""
+        return param is not None and notice.searchable(rtype, {param})
+
     async def can_read(self, ctx: RequestContext | None, stored: StoredResource) -> bool:
         """Read, vread, history: what the caller may see, LUSEN notice included."""
         return bool(await self.visible(ctx, [stored], lusen=True))

@@ -115,12 +115,17 @@ class SearchService:
 
         async def follow(sources: list[StoredResource], iterate: bool) -> list[StoredResource]:
             found: list[StoredResource] = []
+            noticed = await self.access.notice_only(ctx, sources)
             for inc in req.includes:
                 if inc.iterate is iterate:
-                    found += await self._forward(inc, sources)
+                    found += await self._forward(inc, [s for s in sources if (s.rtype, s.rid) not in noticed
+                                                       or self.access.may_follow(s.rtype, inc.param)])
             for inc in req.revincludes:
                 if inc.iterate is iterate:
-                    found += await self._reverse(inc, sources)
+                    referring = await self._reverse(inc, sources)
+                    hidden = await self.access.notice_only(ctx, referring)
+                    found += [r for r in referring if (r.rtype, r.rid) not in hidden
+                              or self.access.may_follow(r.rtype, inc.param)]
             fresh = []
             for r in await self.access.visible(ctx, found, lusen=True):
                 if (r.rtype, r.rid) not in seen:
