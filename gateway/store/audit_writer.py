@@ -42,9 +42,7 @@ def main(path: str, synchronous: str) -> int:
         return 2
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA busy_timeout = 5000")
-    conn.execute("PRAGMA journal_mode = WAL")  # the store's reader reads it while this writes
-    conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-    conn.executescript(log_table("read_log"))
+    conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")  # the store created the file (WAL) and table
     for line in sys.stdin.buffer:
         rows = json.loads(line)
         conn.execute("BEGIN IMMEDIATE")

@@ -29,11 +29,7 @@ def replace_notice_access(conn: sqlite3.Connection, patient: str, rows: list[tup
 
 
 def notice_patients(conn: sqlite3.Connection, organizations: list[str]) -> set[str]:
-    if not organizations:
-        return set()
-    rows = conn.execute(f"SELECT DISTINCT patient FROM notice_access WHERE org IN "
-                        f"({','.join('?' * len(organizations))})", organizations).fetchall()
-    return {r[0] for r in rows}
+    return _patients_with_rows(conn, "notice_access", organizations)
 
 
 def notice_visible(conn: sqlite3.Connection, organization: str, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -50,9 +46,14 @@ def access_args(access) -> list:
 
 
 def grant_patients(conn: sqlite3.Connection, organizations: list[str]) -> set[str]:
+    return _patients_with_rows(conn, "access_grants", organizations)
+
+
+def _patients_with_rows(conn: sqlite3.Connection, table: str, organizations: list[str]) -> set[str]:
+    """Patients any of these organisations holds a row for in ``table`` (any time)."""
     if not organizations:
         return set()
-    rows = conn.execute(f"SELECT DISTINCT patient FROM access_grants WHERE org IN "
+    rows = conn.execute(f"SELECT DISTINCT patient FROM {table} WHERE org IN "
                         f"({','.join('?' * len(organizations))})", organizations).fetchall()
     return {r[0] for r in rows}
 

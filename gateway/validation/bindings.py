@@ -70,22 +70,24 @@ for _path, _codes in REQUIRED.items():
     _BY_TYPE.setdefault(_rtype, []).append((_steps, frozenset(_codes), _path))
 
 
-def _values(node: Any, steps: list[str], path: str) -> Iterator[tuple[str, Any]]:
+def values_at(node: Any, steps: list[str] | tuple[str, ...], path: str) -> Iterator[tuple[str, Any]]:
+    """(concrete path, value) of each element at member ``steps`` below ``node``, lists expanded:
+    (["contact", "name"], "Patient") → ("Patient.contact[0].name", {...}), …"""
     if not steps:
         yield path, node
         return
     value = node.get(steps[0]) if isinstance(node, dict) else None
     if isinstance(value, list):
         for i, item in enumerate(value):
-            yield from _values(item, steps[1:], f"{path}.{steps[0]}[{i}]")
+            yield from values_at(item, steps[1:], f"{path}.{steps[0]}[{i}]")
     elif value is not None:
-        yield from _values(value, steps[1:], f"{path}.{steps[0]}")
+        yield from values_at(value, steps[1:], f"{path}.{steps[0]}")
 
 
 def check_required_bindings(resource: dict, rtype: str) -> list[Issue]:
     issues = []
     for steps, codes, element in _BY_TYPE.get(rtype, ()):
-        for path, value in _values(resource, steps, rtype):
+        for path, value in values_at(resource, steps, rtype):
             if isinstance(value, str) and value not in codes:
                 allowed = ", ".join(sorted(codes))
                 issues.append(Issue("code-invalid", f"{path}: '{value}' is not allowed for {element}; use one of "

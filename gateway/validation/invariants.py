@@ -29,6 +29,7 @@ from fhirpathpy.models import models
 from gateway.errors import Issue
 from gateway.fhir.references import parse_reference
 from gateway.search.dates import date_range
+from gateway.validation.bindings import values_at
 
 log = logging.getLogger(__name__)
 _MODEL = models["r4"]
@@ -71,7 +72,7 @@ class BaseInvariants:
     def issues(self, resource: dict, rtype: str) -> list[Issue]:
         issues = []
         for inv in self.by_type.get(rtype, ()):
-            for path, node in _walk(resource, inv.steps, rtype):
+            for path, node in values_at(resource, inv.steps, rtype):
                 if not inv.holds(node, resource):
                     issues.append(Issue("invariant", f"{path}: {inv.key}: {inv.human}", expression=[path]))
         for path, period in _periods(resource, rtype):
@@ -118,18 +119,6 @@ def top_level_alternatives(expression: str) -> list[str]:
             start = m.end()
     parts.append(expression[start:].strip())
     return parts
-
-
-def _walk(node: Any, steps: tuple[str, ...], path: str) -> Iterator[tuple[str, Any]]:
-    if not steps:
-        yield path, node
-        return
-    value = node.get(steps[0]) if isinstance(node, dict) else None
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _walk(item, steps[1:], f"{path}.{steps[0]}[{i}]")
-    elif value is not None:
-        yield from _walk(value, steps[1:], f"{path}.{steps[0]}")
 
 
 def _periods(node: Any, path: str) -> Iterator[tuple[str, dict]]:
