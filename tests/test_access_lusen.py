@@ -245,18 +245,23 @@ async def test_lusen_reverse_and_forward_chaining_are_refused(world, query):
     assert (await world.get(KOMMUN, query)).status_code == 400
 
 
-async def test_lusen_history_and_vread_show_every_version_as_the_notice(world):
+async def test_lusen_history_and_vread_show_the_current_notice_only(world):
+    """The notice says who is admitted now: an earlier version could hold an earlier address."""
     w = world
     person = (await w.get(REGION, f"Patient/{w.ids['pid']}")).json()
-    person["telecom"] = [{"system": "phone", "value": "070-7654321"}]
+    person["address"][0]["line"] = ["Nygatan 1"]  # moved within Halmstad: still its notice
     await w.put(REGION, person)
     hist = (await w.get(KOMMUN, f"Patient/{w.ids['pid']}/_history")).json()
-    assert len(hist["entry"]) == 2
-    old = (await w.get(KOMMUN, f"Patient/{w.ids['pid']}/_history/1")).json()
-    for body in [e["resource"] for e in hist["entry"]] + [old]:
-        assert "telecom" not in body and SUBSETTED in body["meta"]["tag"]
+    assert [e["resource"]["meta"]["versionId"] for e in hist["entry"]] == ["2"] and hist["total"] == 1
+    assert STREET not in json.dumps(hist)
+    assert (await w.get(KOMMUN, f"Patient/{w.ids['pid']}/_history/1")).status_code == 404
+    current = (await w.get(KOMMUN, f"Patient/{w.ids['pid']}/_history/2")).json()
+    assert current["address"][0]["line"] == ["Nygatan 1"] and SUBSETTED in current["meta"]["tag"]
+    for body in [e["resource"] for e in hist["entry"]] + [current]:
+        assert "telecom" not in body
     system = (await w.get(KOMMUN, "Patient/_history")).json()
-    assert all("telecom" not in e["resource"] for e in system.get("entry", []))
+    assert STREET not in json.dumps(system) and "telecom" not in json.dumps(system)
+    assert len((await w.get(REGION, f"Patient/{w.ids['pid']}/_history")).json()["entry"]) == 2  # the author: all
 
 
 async def test_lusen_includes_give_the_notice_view_and_nothing_hidden(world):
@@ -293,6 +298,28 @@ async def test_lusen_the_notice_gives_no_right_to_write_about_the_person(world, 
     r = await w.http.post(f"{FHIR}/{body['resourceType']}", json=body, headers=w.h[KOMMUN])
     assert r.status_code == 403 and "LUSEN" in r.text
     assert (await w.get(KOMMUN, f"Task/{w.ids['task']}")).status_code == 404
+
+
+@pytest.mark.parametrize("element", ["encounter", "focus-patient", "focus-encounter"])
+async def test_lusen_a_write_may_not_point_at_the_notice(world, element):
+    """A Task on the admission, without naming the person as its subject, is still writing
+    about the person: it needs consent, as the notice itself is read-only."""
+    w = world
+    ref = {"reference": f"Patient/{w.ids['pid']}" if element == "focus-patient" else f"Encounter/{w.ids['enc']}"}
+    body = task(**({"encounter": ref} if element == "encounter" else {"focus": ref}))
+    r = await w.http.post(f"{FHIR}/Task", json=body, headers=w.h[KOMMUN])
+    assert r.status_code == 403 and "LUSEN" in r.text
+    mine = task(description="Hemtjänst, planering")
+    assert (await w.http.post(f"{FHIR}/Task", json=mine, headers=w.h[KOMMUN])).status_code == 201
+
+
+async def test_lusen_validate_mode_delete_answers_as_the_delete_would(world):
+    w = world
+    params = {"resourceType": "Parameters", "parameter": [{"name": "mode", "valueCode": "delete"}]}
+    r = await w.http.post(f"{FHIR}/Encounter/{w.ids['enc']}/$validate", json=params, headers=w.h[KOMMUN])
+    assert r.status_code == 403 and "LUSEN" in r.text
+    r = await w.http.post(f"{FHIR}/Encounter/{w.ids['enc']}/$validate", json=params, headers=w.h[REGION])
+    assert r.status_code == 200 and "can be deleted" in r.text
 
 
 async def test_lusen_a_conditional_create_matching_the_person_returns_the_notice_view(world):

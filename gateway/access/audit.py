@@ -71,15 +71,19 @@ class AuditLog:
             return
         if trail is not None and trail.changes and status < 400:
             return  # its changes were logged with them
-        by_patient: dict[str, list[str]] = {}
-        for r in (trail.seen if trail is not None and status < 400 else ()):
-            by_patient.setdefault(r.patient or "", []).append(_entity(r))
+        seen = trail.seen if trail is not None and status < 400 else ()
+        if len(seen) == 1:  # a read: the common case needs no grouping
+            groups = ((seen[0].patient or "", _entity(seen[0])),)
+        else:  # one entry per patient
+            by_patient: dict[str, list[str]] = {}
+            for r in seen:
+                by_patient.setdefault(r.patient or "", []).append(_entity(r))
+            groups = [(p, "\n".join(dict.fromkeys(e))) for p, e in (by_patient or {"": []}).items()]
         outcome = "0" if status < 400 else "4" if status < 500 else "8"
         now, action = now_us(), ACTIONS.get(interaction, "E")
         client, org = (caller.client_id, caller.organization) if caller else ("", "")
-        for patient, entities in (by_patient or {"": []}).items():  # one entry per patient
-            self._pending.append(AuditRecord(now, action, interaction, outcome, client, org, patient,
-                                             "\n".join(dict.fromkeys(entities)), query))
+        for patient, entities in groups:
+            self._pending.append(AuditRecord(now, action, interaction, outcome, client, org, patient, entities, query))
         if len(self._pending) >= self.batch and self._task is not None and (self._early is None or self._early.done()):
             self._early = asyncio.get_running_loop().create_task(self._flush_logged())
 

@@ -8,9 +8,9 @@
   authenticated caller may read them; only their author may change them.
 - Patient data: the author organisation, or one holding a grant for the patient now
   (``gateway.access.decision``: CareTeam **and** Consent). Anything else looks missing (404).
-- Grants are recomputed inside the same store transaction as any CareTeam or Consent write
-  (and any Organization / PractitionerRole write they may depend on), so a withdrawn consent
-  closes access the moment it commits.
+- Grants and LUSEN notice rows are recomputed inside the transaction of every write they
+  depend on (``gateway.access.recompute``), so a withdrawn consent closes access the moment
+  it commits.
 - Writes about a person need that person to be visible; a resource never moves to another
   person; CareTeam and Consent — the sources of grants — change only by their author.
 - Ids are the server's for authenticated callers: a PUT cannot create (its answer would
@@ -19,25 +19,19 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from gateway.access import notice
-from gateway.access.decision import grant_intervals
+from gateway.access.recompute import GRANT_TYPES, AccessRows
 from gateway.errors import Forbidden, InvalidResource, NotFound
 from gateway.fhir.canonical import dumps, parse_json
 from gateway.fhir.context import RequestContext
 from gateway.fhir.references import iter_references, parse_reference
 from gateway.search.dates import now_us
 from gateway.store import Store, StoredResource, Transaction
-from gateway.store.plan import ReferenceClause, SearchPlan, TokenClause
 from gateway.store.records import AccessFilter
-from gateway.validation.identifiers import HSA_ID as HSA_SYSTEM
 
 OPEN_TYPES = frozenset({"Organization", "Practitioner", "PractitionerRole", "Location", "HealthcareService",
                         "Endpoint"})
-GRANT_TYPES = frozenset({"CareTeam", "Consent"})  # writes that change who may see a patient
-GRANT_SOURCES = frozenset({"Organization", "PractitionerRole"})  # grants depend on their HSA-ids
-NOTICE_SOURCES = frozenset({"Patient", "Encounter"})  # LUSEN notice rows depend on them (and on GRANT_SOURCES)
 _PATIENT_ELEMENTS = ("subject", "patient", "for", "beneficiary")
 _LETTER_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 # Sekretessmarkering and skyddad folkbokföring (HL7 Sweden security labels, as in se-patient):
@@ -78,6 +72,7 @@ class AccessPolicy:
     def __init__(self, store: Store, local_base: str | None = None):
         self.store = store
         self.local_base = local_base
+        self.rows = AccessRows(local_base)
 
     # -- scopes ----------------------------------------------------------------------------
     @staticmethod
@@ -113,9 +108,11 @@ class AccessPolicy:
         if ctx is not None and ctx.audit is not None:
             ctx.audit.saw([r for r in resources if not r.deleted])
         caller = ctx.caller if ctx else None
+        if caller is None or not any(r.rtype in notice.NOTICE_TYPES for r in resources):
+            return resources  # views and redaction concern Patients and Encounters only
         # A Patient or Encounter of another organisation may have been admitted as a notice only.
         others = [r for r in resources if r.rtype in notice.NOTICE_TYPES and r.body and r.patient
-                  and r.author != caller.organization] if caller is not None else []
+                  and r.author != caller.organization]
         if others:
             granted = await self.store.has_grant(caller.organization, sorted({r.patient for r in others}), now_us())
             viewed = {id(r) for r in others if r.patient not in granted}
@@ -146,9 +143,9 @@ class AccessPolicy:
         if caller is None:
             return await self.store.read(rtype, rid)
         found, granted = await self.store.read_granted(rtype, rid, caller.organization, now_us())
-        if found is None or granted or await self.can_read(ctx, found):
+        if found is None or granted or found.author == caller.organization or found.rtype in OPEN_TYPES:
             return found
-        return None
+        return found if await self.can_read(ctx, found) else None
 
     async def notice_only(self, ctx: RequestContext | None, resources: list[StoredResource]) -> set[tuple[str, str]]:
         """(type, id) of those the caller may see only as a LUSEN notice."""
@@ -229,6 +226,33 @@ class AccessPolicy:
             raise InvalidResource(f"Patient/{patient} is not known; data can only be written about a patient "
                                   "you may see.")
 
+    async def check_references(self, ctx: RequestContext | None, tx: Transaction, resource: dict,
+                               patient: str) -> None:
+        """A write may not point at a Patient or Encounter the caller sees only as a LUSEN notice
+        (a Task for the admission, a focus on the person): that is writing about the person, which
+        needs consent. Raises Forbidden, as ``can_see`` does for the notice itself."""
+        caller = ctx.caller if ctx else None
+        if caller is None:
+            return
+        for ref in dict.fromkeys(iter_references(resource)):
+            parsed = parse_reference(ref, (self.local_base,))
+            if not parsed or parsed[0] not in notice.NOTICE_TYPES or parsed[0] == "Patient" and parsed[1] == patient:
+                continue  # the subject itself was checked by check_subject
+            found = await tx.read(parsed[0], parsed[1])
+            if found is not None and not found.deleted and found.author != caller.organization:
+                await self.can_see(ctx, found)
+
+    async def without_notice_history(self, ctx: RequestContext | None,
+                                     versions: list[StoredResource]) -> list[StoredResource]:
+        """History and vread: a resource the caller sees only as a LUSEN notice shows its current
+        version only. The notice tells who is admitted now; an earlier version could hold the
+        person's earlier folkbokföringsadress."""
+        noticed = await self.notice_only(ctx, versions)
+        if not noticed:
+            return versions
+        current = {(r.rtype, r.rid): r.vid for r in await self.store.read_many(sorted(noticed))}
+        return [v for v in versions if (v.rtype, v.rid) not in noticed or current.get((v.rtype, v.rid)) == v.vid]
+
     @staticmethod
     def check_delete(ctx: RequestContext | None, current: StoredResource, what: str) -> None:
         caller = ctx.caller if ctx else None
@@ -243,146 +267,8 @@ class AccessPolicy:
 
     async def after_write(self, tx: Transaction, rtype: str, rid: str, patients: set[str],
                           previous: StoredResource | None = None) -> None:
-        """Recompute the grants of the patients a CareTeam or Consent write concerns, or that
-        may depend on an Organization or PractitionerRole that changed: those whose CareTeams /
-        Consents name it, and those its previous HSA-ids held grants for."""
-        await self._after_write_notices(tx, rtype, rid, patients, previous)
-        if rtype in GRANT_SOURCES:
-            patients = set()
-            for source, param in (("CareTeam", "participant"), ("Consent", "actor")):
-                matches = await tx.search(SearchPlan(source, (ReferenceClause(param, ((rtype, rid),)),)))
-                patients |= {r.patient or "" for r in await tx.read_seqs(matches.seqs)}
-            if previous is not None and previous.body is not None:
-                ref = f"{rtype}/{rid}"
-                old = await self._resolve_organizations(tx, [{"x": {"reference": ref}}], {ref: previous.body})
-                patients |= await tx.grant_patients(old.get(ref, []))
-        elif rtype not in GRANT_TYPES:
-            return
-        for patient in sorted(p for p in patients if p):
-            careteams = await self._about(tx, "CareTeam", patient)
-            consents = await self._about(tx, "Consent", patient)
-            hsa = await self._resolve_organizations(tx, careteams + consents)
-            await tx.replace_grants(patient, grant_intervals(careteams, consents, lambda ref: _hsa_of(ref, hsa)))
-
-    async def _after_write_notices(self, tx: Transaction, rtype: str, rid: str, patients: set[str],
-                                   previous: StoredResource | None) -> None:
-        """Recompute LUSEN notice rows: for the patient of a Patient or Encounter write; for an
-        Organization or PractitionerRole, the patients whose rows its old HSA-ids hold, who are
-        registered in its municipality, or who are listed with it (generalPractitioner)."""
-        if rtype in NOTICE_SOURCES:
-            affected = set(patients)
-        elif rtype in GRANT_SOURCES:
-            ref = f"{rtype}/{rid}"
-            affected = await self._patients_referencing(tx, "general-practitioner", rtype, rid)
-            if previous is not None and previous.body is not None:
-                old = await self._resolve_organizations(tx, [{"x": {"reference": ref}}], {ref: previous.body})
-                affected |= await tx.notice_patients(old.get(ref, []))
-                affected |= await self._registered_in(tx, parse_json(previous.body))
-            current = await tx.read(rtype, rid)
-            if current is not None and current.body is not None:
-                affected |= await self._registered_in(tx, parse_json(current.body))
-        else:
-            return
-        for patient in sorted(p for p in affected if p):
-            await self._recompute_notices(tx, patient)
-
-    async def _recompute_notices(self, tx: Transaction, patient: str) -> None:
-        found = await tx.read("Patient", patient)
-        encounters = await self._about(tx, "Encounter", patient) if found is not None and found.body else []
-        if not any(any(notice.needs(e)) for e in encounters):
-            await tx.replace_notice_access(patient, [])
-            return
-        body = parse_json(found.body)
-        kommun = notice.folkbokforingskommun(body)
-        municipality = await self._municipality_hsa(tx, kommun) if kommun else []
-        gps = [{"x": ref} for ref in body.get("generalPractitioner") or [] if isinstance(ref, dict)]
-        resolved = await self._resolve_organizations(tx, gps)
-        primary_care = sorted({h for g in gps for h in _hsa_of(g["x"], resolved)})
-        await tx.replace_notice_access(patient, notice.notice_rows(patient, encounters, municipality, primary_care))
-
-    async def _municipality_hsa(self, tx: Transaction, kommunkod: str) -> list[str]:
-        """HSA-ids of the municipality with this kommunkod and of its units (partOf, 3 levels).
-
-        Anyone may write an Organization, so a claim counts only if it cannot be a pretender's:
-        the municipality's Organization was registered by that organisation itself (or by the
-        operator: no author), it is the only such claim of the kommunkod (two claims route to
-        nobody), and a unit counts only if the municipality's registrant also registered it."""
-        plan = SearchPlan("Organization", (TokenClause("identifier", ((notice.KOMMUNKOD, kommunkod),)),))
-        claims = [r for r in await tx.read_seqs((await tx.search(plan)).seqs)
-                  if r.body and (not r.author or r.author in _identifier_hsa(parse_json(r.body)))]
-        if len(claims) != 1:
-            return []
-        owner, level, hsa = claims[0].author, claims, set()
-        for _ in range(3):
-            hsa |= {h for r in level for h in _identifier_hsa(parse_json(r.body))}
-            parents = tuple(("Organization", r.rid) for r in level)
-            level = [r for r in await tx.read_seqs((await tx.search(SearchPlan(
-                "Organization", (ReferenceClause("partof", parents),)))).seqs) if r.body and r.author == owner]
-            if not level:
-                break
-        return sorted(hsa)
-
-    async def _registered_in(self, tx: Transaction, organization: dict) -> set[str]:
-        """Patients registered in the municipality this Organization is (or is a unit of)."""
-        codes, body = [], organization
-        for _ in range(4):  # the organisation, then up to three levels of partOf
-            codes = [i["value"] for i in body.get("identifier") or []
-                     if isinstance(i, dict) and i.get("system") == notice.KOMMUNKOD and i.get("value")]
-            parent = parse_reference(body.get("partOf"), (self.local_base,))
-            if codes or not parent or parent[0] != "Organization":
-                break
-            found = await tx.read("Organization", parent[1])
-            body = parse_json(found.body) if found is not None and found.body else {}
-        patients: set[str] = set()
-        for code in codes:
-            plan = SearchPlan("Patient", (TokenClause("folkbokforingskommun", ((notice.KOMMUNKOD, code),)),))
-            patients |= {r.rid for r in await tx.read_seqs((await tx.search(plan)).seqs)}
-        return patients
-
-    @staticmethod
-    async def _patients_referencing(tx: Transaction, param: str, rtype: str, rid: str) -> set[str]:
-        matches = await tx.search(SearchPlan("Patient", (ReferenceClause(param, ((rtype, rid),)),)))
-        return {r.rid for r in await tx.read_seqs(matches.seqs)}
-
-    @staticmethod
-    async def _about(tx: Transaction, rtype: str, patient: str) -> list[dict]:
-        plan = SearchPlan(rtype, (ReferenceClause("patient", (("Patient", patient),)),))
-        matches = await tx.search(plan)
-        return [parse_json(r.body) for r in await tx.read_seqs(matches.seqs)]
-
-    async def _resolve_organizations(self, tx: Transaction, resources: list[dict],
-                                     bodies: dict[str, bytes] | None = None) -> dict[str, list[str]]:
-        """'Organization/x' and 'PractitionerRole/y' references → the HSA-ids they stand for
-        (``bodies``: use these versions instead of the stored ones, e.g. the one just replaced)."""
-        out: dict[str, list[str]] = {}
-        pending = [ref for r in resources for ref in iter_references(r)]
-        for ref in pending:
-            if ref in out:
-                continue
-            parsed = parse_reference(ref, (self.local_base,))
-            if not parsed or parsed[0] not in ("Organization", "PractitionerRole"):
-                continue
-            raw = (bodies or {}).get(ref)
-            if raw is None:
-                found = await tx.read(parsed[0], parsed[1])
-                raw = found.body if found is not None else None
-            if raw is None:
-                out[ref] = []
-                continue
-            body = parse_json(raw)
-            if parsed[0] == "PractitionerRole":
-                org_ref = (body.get("organization") or {}).get("reference")
-                hsa = _identifier_hsa(body.get("organization"))
-                if org_ref:
-                    org_parsed = parse_reference(org_ref, (self.local_base,))
-                    if org_parsed and org_parsed[0] == "Organization":
-                        org = await tx.read("Organization", org_parsed[1])
-                        if org is not None and not org.deleted:
-                            hsa += _identifier_hsa(parse_json(org.body))
-                out[ref] = hsa
-            else:
-                out[ref] = _identifier_hsa(body)
-        return out
+        """Grants and LUSEN notice rows the write changes, in its transaction (``recompute``)."""
+        await self.rows.after_write(tx, rtype, rid, patients, previous)
 
 
 def _notice_view(stored: StoredResource) -> StoredResource:
@@ -408,18 +294,3 @@ def _without_address(stored: StoredResource) -> StoredResource:
     meta = body.get("meta") or {}
     body["meta"] = {**meta, "security": [*(meta.get("security") or []), _REDACTED]}
     return replace(stored, body=dumps(body))
-
-
-def _identifier_hsa(node: Any) -> list[str]:
-    """HSA-ids in ``identifier`` of a resource or a logical reference (aliases are normalised on write)."""
-    if not isinstance(node, dict):
-        return []
-    ids = node.get("identifier")
-    ids = ids if isinstance(ids, list) else [ids] if isinstance(ids, dict) else []
-    return [i["value"] for i in ids if isinstance(i, dict) and i.get("system") == HSA_SYSTEM and i.get("value")]
-
-
-def _hsa_of(ref: Any, resolved: dict[str, list[str]]) -> list[str]:
-    if not isinstance(ref, dict):
-        return []
-    return resolved.get(ref.get("reference", ""), []) + _identifier_hsa(ref)

@@ -9,6 +9,7 @@ d delete; s search and type/system history. Finer v2 scopes with query parameter
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from dataclasses import dataclass
 
 _V2 = re.compile(r"^system/(\*|[A-Z][A-Za-z]+)\.(c?r?u?d?s?)$")
@@ -55,7 +56,7 @@ class ScopeSet:
         return cls(tuple(parse_scope(s) for s in text.split()))
 
     def allows(self, rtype: str, letter: str) -> bool:
-        return any(s.rtype in ("*", rtype) and letter in s.letters for s in self.scopes)
+        return _allows(self.scopes, rtype, letter)
 
     def within(self, allowed: "ScopeSet") -> "ScopeSet":
         """The intersection with ``allowed``, scope by scope: ``system/*.cruds`` requested by a
@@ -71,3 +72,9 @@ class ScopeSet:
 
     def __str__(self) -> str:
         return " ".join(str(s) for s in self.scopes)
+
+
+@lru_cache(maxsize=4096)
+def _allows(scopes: tuple[Scope, ...], rtype: str, letter: str) -> bool:
+    # Asked on every request; the scope sets are those of the registered clients, so few.
+    return any(s.rtype in ("*", rtype) and letter in s.letters for s in scopes)

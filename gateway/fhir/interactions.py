@@ -125,7 +125,8 @@ class FhirCore:
         if version is None:
             raise NotFound(f"{rtype}/{rid} has no version '{vid}'; versions are numbers.")
         found = await self.store.read_version(rtype, rid, version)
-        if found is None or not await self.access.can_read(ctx, found):
+        if found is None or not await self.access.can_read(ctx, found) \
+                or not await self.access.without_notice_history(ctx, [found]):
             raise NotFound(f"{rtype}/{rid} has no version {vid}.")
         found = (await self.access.release(ctx, [found]))[0]
         if found.deleted:
@@ -145,6 +146,8 @@ class FhirCore:
             if mode == "delete":
                 if rid is None:
                     raise BadRequest("$validate with mode=delete needs an instance: POST [type]/[id]/$validate.")
+                await self.access.can_see(ctx, stored)  # the delete's own refusals (403), not a false yes
+                self.access.check_delete(ctx, stored, f"{rtype}/{rid}")
                 return information_outcome(f"{rtype}/{rid} can be deleted.")
             resource = parse_json(stored.body)
         if resource is None:
@@ -391,6 +394,7 @@ class FhirCore:
         version = StoredResource(rtype, rid, vid, now, dumps(canonical))
         access = self.access.access_row(ctx, rtype, rid, canonical)
         await self.access.check_subject(ctx, tx, rtype, access[1], previous)
+        await self.access.check_references(ctx, tx, canonical, access[1])
         stored = await self._save(tx, version, prepared.index, access)
         created = previous is None or previous.deleted
         await self.audit.record_change(tx, ctx, interaction or ("create" if created else "update"), stored)

@@ -171,14 +171,16 @@ class SearchService:
             if found is None or not await self.access.can_read(ctx, found):
                 raise NotFound(f"{rtype}/{rid} is not known.")
         access = self.access.filter(ctx)
-        versions, total = await self.store.history(HistoryQuery(rtype, rid, since, cursor, count, access))
-        versions = await self.access.release(ctx, versions)
+        page, total = await self.store.history(HistoryQuery(rtype, rid, since, cursor, count, access))
+        shown = await self.access.without_notice_history(ctx, page)
+        total -= len(page) - len(shown)
+        versions = await self.access.release(ctx, shown)
         path = "/".join(p for p in (ctx.base_url, rtype, rid, "_history") if p)
         keep = {k: v for k, v in values.items() if k in ("_since", "_count")}
         links = [("self", path + (f"?{urlencode({**keep, **({'_cursor': cursor} if cursor else {})})}"
                                   if keep or cursor else ""))]
-        if len(versions) == count and versions:
-            links.append(("next", f"{path}?{urlencode({**keep, '_count': count, '_cursor': versions[-1].seq})}"))
+        if len(page) == count and page:  # the store's page, before notice history was left out
+            links.append(("next", f"{path}?{urlencode({**keep, '_count': count, '_cursor': page[-1].seq})}"))
         return bundle("history", [history_entry(ctx.base_url, v) for v in versions], total=total, links=links)
 
 
