@@ -143,7 +143,7 @@ class AccessPolicy:
         if caller is None:
             return await self.store.read(rtype, rid)
         found, granted = await self.store.read_granted(rtype, rid, caller.organization, now_us())
-        if found is None or granted or found.author == caller.organization or found.rtype in OPEN_TYPES:
+        if found is None or granted or _own_or_open(found, caller.organization):
             return found
         return found if await self.can_read(ctx, found) else None
 
@@ -184,10 +184,9 @@ class AccessPolicy:
         if caller is None:
             return resources
         org = caller.organization
-        patients = {r.patient for r in resources
-                    if r.rtype not in OPEN_TYPES and r.author != org and r.patient}
+        patients = {r.patient for r in resources if r.patient and not _own_or_open(r, org)}
         granted = await self.store.has_grant(org, sorted(patients), now_us()) if patients else set()
-        seen = [r.rtype in OPEN_TYPES or r.author == org or bool(r.patient and r.patient in granted) for r in resources]
+        seen = [_own_or_open(r, org) or bool(r.patient and r.patient in granted) for r in resources]
         if lusen and not all(seen):
             keys = [(r.rtype, r.rid) for r, ok in zip(resources, seen) if not ok and r.rtype in notice.NOTICE_TYPES]
             noticed = await self.store.notice_visible(org, keys) if keys else set()
@@ -269,6 +268,11 @@ class AccessPolicy:
                           previous: StoredResource | None = None) -> None:
         """Grants and LUSEN notice rows the write changes, in its transaction (``recompute``)."""
         await self.rows.after_write(tx, rtype, rid, patients, previous)
+
+
+def _own_or_open(stored: StoredResource, organization: str) -> bool:
+    """Visible without a grant: the organisation's own data, or a directory resource."""
+    return stored.author == organization or stored.rtype in OPEN_TYPES
 
 
 def _notice_view(stored: StoredResource) -> StoredResource:

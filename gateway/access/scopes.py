@@ -9,8 +9,8 @@ d delete; s search and type/system history. Finer v2 scopes with query parameter
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 
 _V2 = re.compile(r"^system/(\*|[A-Z][A-Za-z]+)\.(c?r?u?d?s?)$")
 _V1 = re.compile(r"^system/(\*|[A-Z][A-Za-z]+)\.(read|write|\*)$")
