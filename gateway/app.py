@@ -14,10 +14,11 @@ from gateway.settings import Settings
 from gateway.store.sqlite import SqliteStore
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, notify_transport=None) -> FastAPI:
+    """``notify_transport``: an httpx transport that receives notifications instead of the network (tests)."""
     settings = settings or Settings.from_env()
     store = SqliteStore(settings.db_path, settings.sqlite_synchronous)
-    server = FhirServer(settings, store)
+    server = FhirServer(settings, store, notify_transport=notify_transport)
     gate = AuthGate(settings)
 
     @asynccontextmanager
@@ -25,9 +26,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await store.open()
         gate.open(settings.db_path)
         await server.audit.start()
+        await server.engine.start()
         try:
             yield
         finally:
+            await server.engine.stop()
             await server.audit.stop()
             gate.close()
             await store.close()

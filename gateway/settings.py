@@ -15,6 +15,11 @@
 | GATEWAY_SECURITY | on | `off` trusts every request (no tokens, no access checks): benchmarks and experiments only |
 | GATEWAY_TOKEN_LIFETIME | 300 | seconds an access token is valid |
 | GATEWAY_LOG_LEVEL | info | log level (logs never carry patient data) |
+| GATEWAY_NOTIFY_RETRY_BASE / _MAX | 1 / 600 | seconds before the first retry of a failed notification; backoff doubles up to _MAX |
+| GATEWAY_NOTIFY_RETRY_HORIZON | 259200 | seconds (72 h) a subscription may keep failing before it goes to `error` |
+| GATEWAY_NOTIFY_TICK | 1 | seconds between scans for due retries, heartbeats and work left by a restart |
+| GATEWAY_EVENT_RETENTION_DAYS | 30 | delivered events stay retrievable with `$events` this long |
+| GATEWAY_NOTIFY_SIGNING_KEY | (none) | if set, notifications carry `X-Samverkan-Signature: t=…,v1=HMAC-SHA256(key, "t.body")` |
 """
 from __future__ import annotations
 
@@ -46,6 +51,17 @@ class Settings:
     security: str = "on"
     token_lifetime: int = 300
     log_level: str = "info"
+    notify_retry_base: float = 1.0
+    notify_retry_max: float = 600.0
+    notify_retry_horizon: float = 72 * 3600.0
+    notify_tick: float = 1.0
+    event_retention_days: float = 30.0
+    notify_signing_key: str = field(default="", repr=False)  # a secret: from the environment only
+
+    @property
+    def public_base(self) -> str:
+        """The FHIR base named in notifications, which have no request to take it from."""
+        return self.base_url or f"http://{self.host}:{self.port}/fhir"
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -66,6 +82,12 @@ class Settings:
             security=_env("SECURITY", cls.security).lower(),
             token_lifetime=int(_env("TOKEN_LIFETIME", str(cls.token_lifetime))),
             log_level=_env("LOG_LEVEL", cls.log_level),
+            notify_retry_base=float(_env("NOTIFY_RETRY_BASE", str(cls.notify_retry_base))),
+            notify_retry_max=float(_env("NOTIFY_RETRY_MAX", str(cls.notify_retry_max))),
+            notify_retry_horizon=float(_env("NOTIFY_RETRY_HORIZON", str(cls.notify_retry_horizon))),
+            notify_tick=float(_env("NOTIFY_TICK", str(cls.notify_tick))),
+            event_retention_days=float(_env("EVENT_RETENTION_DAYS", str(cls.event_retention_days))),
+            notify_signing_key=_env("NOTIFY_SIGNING_KEY", ""),
         )
 
     def with_overrides(self, **changes) -> "Settings":

@@ -35,7 +35,12 @@ from gateway.store.records import AuditRecord, format_instant
 log = logging.getLogger(__name__)
 ACTIONS = {"create": "C", "read": "R", "vread": "R", "search-type": "R", "history-instance": "R",
            "history-type": "R", "history-system": "R", "update": "U", "patch": "U", "delete": "D",
-           "transaction": "E", "batch": "E", "operation": "E"}
+           "transaction": "E", "batch": "E", "operation": "E", "notification": "R"}
+_REST_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
+              "display": "RESTful Operation"}
+# A notification sent to a subscriber is a disclosure the gateway made on its own: an export.
+_NOTIFICATION_TYPE = {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110106", "display": "Export"}
+_NOTIFICATION_SUBTYPE = "https://samverkan.example.se/fhir/CodeSystem/audit-subtype"
 _CURSOR = re.compile(r"^([0-9]{1,18})\.([0-9]{1,18})$")
 _SEARCH_PARAMS = {"patient", "agent", "date", "_count", "_cursor", "_format", "_pretty"}
 
@@ -225,9 +230,9 @@ def audit_event(r: AuditRecord) -> dict:
                          "query": base64.b64encode(r.query.encode()).decode()})
     event = {"resourceType": "AuditEvent", "id": str(r.seq),
              "meta": {"versionId": "1", "lastUpdated": format_instant(r.recorded_us)},
-             "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
-                      "display": "RESTful Operation"},
-             "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": r.interaction}],
+             "type": _NOTIFICATION_TYPE if r.interaction == "notification" else _REST_TYPE,
+             "subtype": [{"system": _NOTIFICATION_SUBTYPE if r.interaction == "notification"
+                          else "http://hl7.org/fhir/restful-interaction", "code": r.interaction}],
              "action": r.action, "recorded": format_instant(r.recorded_us), "outcome": r.outcome,
              "agent": [agent],
              "source": {"observer": {"display": "Samverkan Gateway"},

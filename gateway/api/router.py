@@ -92,7 +92,7 @@ class FhirRouter:
             "T/I": {"GET": h.read, "PUT": h.update, "PATCH": h.patch, "DELETE": h.delete},
             "T/I/_history": {"GET": h.instance_history},
             "T/I/_history/V": {"GET": h.vread},
-            "T/$": {"POST": h.type_operation},
+            "T/$": {"POST": h.type_operation, "GET": h.type_operation},
             "T/I/$": {"POST": h.instance_operation, "GET": h.instance_operation},
         }
 

@@ -149,6 +149,8 @@ class FhirHandlers:
 
     async def _operation(self, request: Request, rtype: str, rid: str | None, op: str) -> Response:
         check_accept(request)
+        if rtype == "Subscription" and op in ("status", "events"):
+            return await self._subscription_operation(request, rid, op)
         if op != "validate":
             raise NotFound(f"Operation ${op} is not supported; /fhir/metadata lists the operations.")
         body = await read_json(request, self.limit) if request.method == "POST" else None
@@ -157,10 +159,38 @@ class FhirHandlers:
         outcome = await self.core.validate(rtype, resource, mode, rid, context(request, self.base_url))
         return fhir_response(dumps(outcome))
 
+    async def _subscription_operation(self, request: Request, rid: str | None, op: str) -> Response:
+        """``$status`` (type or instance) and ``$events`` (instance) of the Backport IG; parameters
+        in the query, or a Parameters body (POST)."""
+        params = _query(request)
+        if request.method == "POST":
+            body = await read_json(request, self.limit)
+            params += _parameters(body)
+        ctx = context(request, self.base_url)
+        service = self.server.subscriptions
+        if op == "status":
+            return fhir_response(await service.status(rid, params, ctx))
+        if rid is None:
+            raise BadRequest("$events is an instance operation: Subscription/[id]/$events.")
+        return fhir_response(await service.events(rid, params, ctx))
+
     async def vread(self, request: Request, rtype: str, rid: str, vid: str) -> Response:
         check_accept(request)
         stored = await self.core.vread(rtype, rid, vid, context(request, self.base_url))
         return fhir_response(stored.body, 200, resource_headers(stored))
+
+
+def _parameters(body: object) -> list[tuple[str, str]]:
+    """An operation's Parameters body as (name, value) pairs of its primitive values."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise BadRequest("The operation's body must be a Parameters resource.")
+    out = []
+    for p in body.get("parameter") or []:
+        if isinstance(p, dict) and isinstance(p.get("name"), str):
+            value = next((v for k, v in p.items() if k.startswith("value")), None)
+            if isinstance(value, (str, int)) and not isinstance(value, bool):
+                out.append((p["name"], str(value)))
+    return out
 
 
 def _etag_matches(header: str, vid: int) -> bool:

@@ -17,15 +17,18 @@ SOFTWARE_VERSION = "0.1.0"
 
 def capability_statement(registry: SearchRegistry, base_url: str, published: str,
                          profiles: dict[str, list[str]] | None = None,
-                         required: dict[str, list[str]] | None = None, secured: bool = True) -> bytes:
+                         required: dict[str, list[str]] | None = None, secured: bool = True,
+                         topics: list[str] = ()) -> bytes:
     """``profiles``: type → profile URLs held (supportedProfile); ``required``: type → the
     profiles every write must meet (listed as ``profile`` when there is exactly one);
-    ``secured``: SMART backend services on (then ids are the server's: no update-as-create)."""
+    ``secured``: SMART backend services on (then ids are the server's: no update-as-create);
+    ``topics``: the SubscriptionTopic canonicals a Subscription may name (Backport IG)."""
     resources = []
     for rtype in SUPPORTED_TYPES:
         if rtype == "AuditEvent":
             resources.append(_audit_event_resource())
             continue
+        extra = _subscription_extras(topics) if rtype == "Subscription" else {}
         params = registry.params(rtype)
         references = sorted(c for c, p in params.items() if p.type == "reference")
         resources.append({
@@ -44,8 +47,10 @@ def capability_statement(registry: SearchRegistry, base_url: str, published: str
                                         if p.type == "reference" and (not p.targets or rtype in p.targets)}),
             **({"profile": required[rtype][0]} if len((required or {}).get(rtype, [])) == 1 else {}),
             **({"supportedProfile": sorted((profiles or {})[rtype])} if (profiles or {}).get(rtype) else {}),
+            **extra.get("fields", {}),
             "operation": [{"name": "validate",
-                           "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
+                           "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"},
+                          *extra.get("operations", [])],
             "searchParam": [
                 {"name": code, "definition": p.url, "type": p.type, **({"documentation": p.description}
                                                                        if p.description else {})}
@@ -70,6 +75,7 @@ def capability_statement(registry: SearchRegistry, base_url: str, published: str
         "kind": "instance",
         "software": {"name": "Samverkan Gateway", "version": SOFTWARE_VERSION},
         "implementation": {"description": "Shared care plans between region and municipality", "url": base_url},
+        "instantiates": [BACKPORT_SERVER],
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
         "patchFormat": ["application/json-patch+json"],
@@ -85,6 +91,30 @@ def capability_statement(registry: SearchRegistry, base_url: str, published: str
         }],
     }
     return dumps(statement)
+
+
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/"
+BACKPORT_SERVER = BACKPORT + "CapabilityStatement/backport-subscription-server-r4"
+
+
+def _subscription_extras(topics: list[str]) -> dict:
+    """Topic-based subscriptions (Subscriptions R5 Backport IG, R4): the topics, the profile and
+    the operations ``$status`` and ``$events``."""
+    return {
+        "fields": {
+            "extension": [{"url": BACKPORT + "StructureDefinition/capabilitystatement-subscriptiontopic-canonical",
+                           "valueCanonical": url} for url in topics],
+            "supportedProfile": [BACKPORT + "StructureDefinition/backport-subscription"],
+            "documentation": "Topic-based subscriptions, rest-hook channel, application/fhir+json, payload empty, "
+                             "id-only (default) or full-resource (https or loopback endpoints only). Filters: "
+                             "equality on the parameters each topic lists (profiles/subscription-topics/). Events "
+                             "reach a subscriber only if its organisation may see the resource at delivery.",
+        },
+        "operations": [
+            {"name": "status", "definition": BACKPORT + "OperationDefinition/backport-subscription-status"},
+            {"name": "events", "definition": BACKPORT + "OperationDefinition/backport-subscription-events"},
+        ],
+    }
 
 
 def _audit_event_resource() -> dict:

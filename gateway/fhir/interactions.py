@@ -15,6 +15,7 @@ import jsonpatch
 
 from gateway.access.audit import AuditLog
 from gateway.access.policy import AccessPolicy, search_param_names
+from gateway.events.recorder import SUBSCRIPTION, EventRecorder
 from gateway.errors import (
     BadRequest, Conflict, Gone, Issue, MethodNotAllowed, NotFound, PreconditionFailed, UnprocessablePatch, information_outcome,
     operation_outcome,
@@ -88,10 +89,11 @@ def unpack_validate_parameters(body: object, mode: str | None) -> tuple[object, 
 class FhirCore:
     def __init__(self, store: Store, registry: SearchRegistry, parser: QueryParser, validator: Validator,
                  conformance: ConformanceLibrary | None = None, access: AccessPolicy | None = None,
-                 audit: AuditLog | None = None):
+                 audit: AuditLog | None = None, events: EventRecorder | None = None):
         self.conformance = conformance or ConformanceLibrary([])
         self.access = access or AccessPolicy(store, parser.local_base)
         self.audit = audit or AuditLog(store)
+        self.events = events
         self.store = store
         self.registry = registry
         self.parser = parser
@@ -225,14 +227,15 @@ class FhirCore:
 
     async def update_in(self, tx: Transaction, rtype: str, rid: str, resource: dict,
                         if_match: str | None = None, prepared: Prepared | None = None,
-                        ctx: RequestContext | None = None) -> WriteResult:
+                        ctx: RequestContext | None = None, server: bool = False) -> WriteResult:
+        """``server``: the gateway's own change (a Subscription's status after a handshake)."""
         self._check_update(rtype, rid, resource)
         self.access.check_scope(ctx, rtype, "u")
         current = await self._current(tx, rtype, rid, ctx)
         await self.access.check_write(ctx, current, f"{rtype}/{rid}")
         self._check_if_match(current, if_match, f"{rtype}/{rid}")
         vid = current.vid + 1 if current else 1
-        stored = await self._put(tx, rtype, rid, resource, vid, prepared, ctx, previous=current)
+        stored = await self._put(tx, rtype, rid, resource, vid, prepared, ctx, previous=current, server=server)
         return WriteResult(stored, created=current is None or current.deleted)
 
     async def _current(self, tx: Transaction, rtype: str, rid: str, ctx: RequestContext | None) -> StoredResource | None:
@@ -313,6 +316,8 @@ class FhirCore:
         stored = WriteResult(await self._save(tx, version, None), created=False)
         await self.audit.record_change(tx, ctx, "delete", stored.stored)
         await self.access.after_write(tx, rtype, rid, {current.patient or ""}, previous=current)
+        if self.events is not None:
+            await self.events.after_write(tx, rtype, stored.stored, None, None, current)
         return stored
 
     # -- helpers -------------------------------------------------------------------
@@ -384,13 +389,17 @@ class FhirCore:
 
     async def _put(self, tx: Transaction, rtype: str, rid: str, resource: dict, vid: int,
                    prepared: Prepared | None = None, ctx: RequestContext | None = None,
-                   previous: StoredResource | None = None, interaction: str | None = None) -> StoredResource:
+                   previous: StoredResource | None = None, interaction: str | None = None,
+                   server: bool = False) -> StoredResource:
         prepared = prepared or self.prepare(rtype, resource)
         now = self._now()
         canonical = prepared.canonical
         canonical["id"] = rid
         canonical["meta"]["versionId"] = str(vid)
         canonical["meta"]["lastUpdated"] = format_instant(now)
+        channel = None  # a Subscription's status is the server's: decided before the bytes are made
+        if rtype == SUBSCRIPTION and self.events is not None:
+            channel = await self.events.subscription_status(tx, ctx, rid, canonical, server)
         version = StoredResource(rtype, rid, vid, now, dumps(canonical))
         access = self.access.access_row(ctx, rtype, rid, canonical)
         await self.access.check_subject(ctx, tx, rtype, access[1], previous)
@@ -401,6 +410,8 @@ class FhirCore:
         # A CareTeam or Consent write changes who may see its patient (and the one it left).
         await self.access.after_write(tx, rtype, rid, {access[1], (previous.patient if previous else "") or ""},
                                       previous=previous)
+        if self.events is not None:  # notification events, committed with the change
+            await self.events.after_write(tx, rtype, stored, canonical, prepared.index, previous, channel, server)
         return stored
 
     @staticmethod

@@ -8,6 +8,11 @@ from datetime import datetime, timezone
 
 from gateway.access.audit import AuditLog
 from gateway.access.policy import AccessPolicy
+from gateway.events.delivery import Delivery, DeliverySettings
+from gateway.events.engine import LocalEngine
+from gateway.events.recorder import EventRecorder
+from gateway.events.service import SubscriptionService
+from gateway.events.topics import TopicCatalog
 from gateway.fhir.bundles import BundleProcessor
 from gateway.fhir.capability import capability_statement
 from gateway.fhir.conformance import ConformanceLibrary
@@ -22,7 +27,9 @@ from gateway.validation.validator import Validator, parse_required
 
 
 class FhirServer:
-    def __init__(self, settings: Settings, store: Store, registry: SearchRegistry | None = None):
+    def __init__(self, settings: Settings, store: Store, registry: SearchRegistry | None = None,
+                 notify_transport=None):
+        """``notify_transport``: an httpx transport for notifications (tests); None: the network."""
         self.settings = settings
         self.store = store
         self.registry = registry or SearchRegistry.load(settings.profiles_dir, SUPPORTED_TYPES)
@@ -32,7 +39,18 @@ class FhirServer:
         self.conformance = ConformanceLibrary.load(settings.profiles_dir, self.registry.definitions)
         self.access = AccessPolicy(store, parser.local_base)
         self.audit = AuditLog(store)
-        self.core = FhirCore(store, self.registry, parser, self.validator, self.conformance, self.access, self.audit)
+        self.topics = TopicCatalog.load(settings.profiles_dir / "subscription-topics")
+        self.events = EventRecorder(self.topics, self.registry, parser.local_base)
+        self.core = FhirCore(store, self.registry, parser, self.validator, self.conformance, self.access, self.audit,
+                             self.events)
+        self.subscriptions = SubscriptionService(self.core)
+        delivery = Delivery(store, self.access, self.audit, self.subscriptions.set_status, settings.public_base,
+                            DeliverySettings(settings.notify_retry_base, settings.notify_retry_max,
+                                             settings.notify_retry_horizon,
+                                             settings.notify_signing_key.encode() or None), notify_transport)
+        self.subscriptions.delivery = delivery
+        self.engine = LocalEngine(store, delivery, settings.notify_tick, settings.event_retention_days * 86400)
+        self.events.connect(self.engine.wake)
         self.search = SearchService(store, self.registry, parser, settings.search_snapshot_ttl, self.conformance,
                                     self.access, self.audit)
         self.bundles = BundleProcessor(self.core, self.search)
@@ -46,7 +64,7 @@ class FhirServer:
             for url, profile in self.validator.profiles.items():
                 by_type.setdefault(profile.rtype, []).append(url)
             cached = capability_statement(self.registry, base_url, self._published, by_type, self.validator.required,
-                                          secured=self.settings.security != "off")
+                                          secured=self.settings.security != "off", topics=sorted(self.topics.by_url))
             if len(self._capability) < 8:  # the Host header picks the base: bound the cache
                 self._capability[base_url] = cached
         return cached

@@ -9,9 +9,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Callable
 
 from gateway.store.plan import SearchMatches, SearchPlan
-from gateway.store.records import AccessFilter, AuditRecord, IndexRows, StoredResource
+from gateway.store.records import AccessFilter, AuditRecord, EventRecord, IndexRows, StoredResource, SubscriptionRow
 
 
 class VersionConflict(Exception):
@@ -96,6 +97,44 @@ class Transaction(Reader):
     async def notice_patients(self, organizations: list[str]) -> set[str]:
         """Patients any of these organisations holds a notice row for."""
 
+    @abstractmethod
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this transaction's writes are durable (not at all if it rolls back)."""
+
+    # -- notifications (gateway.events): the outbox and each subscription's delivery state ----
+    @abstractmethod
+    async def save_subscription(self, row: SubscriptionRow, restart: bool) -> None:
+        """Insert or change a subscription's channel, keeping its counters; ``restart`` clears
+        the retry state (a new handshake follows)."""
+
+    @abstractmethod
+    async def drop_subscription(self, sub: str) -> None: ...
+
+    @abstractmethod
+    async def load_subscription(self, sub: str) -> SubscriptionRow | None: ...
+
+    @abstractmethod
+    async def subscriptions_for(self, topics: list[str]) -> list[SubscriptionRow]:
+        """Subscriptions to these topics that number events (every state but off)."""
+
+    @abstractmethod
+    async def append_event(self, sub: str, recorded_us: int, topic: str, rtype: str, rid: str, vid: int) -> int:
+        """The subscription's next event, about this resource version; returns its number."""
+
+    @abstractmethod
+    async def record_delivery(self, sub: str, delivered: int, withheld: list[int], sent_us: int) -> None:
+        """Events up to ``delivered`` are done: sent, or ``withheld`` (numbers) by the access decision."""
+
+    @abstractmethod
+    async def record_sent(self, sub: str, sent_us: int) -> None:
+        """A heartbeat or handshake went out: the channel was not silent."""
+
+    @abstractmethod
+    async def record_failure(self, sub: str, failing_since_us: int, next_attempt_us: int, error: str) -> None: ...
+
+    @abstractmethod
+    async def set_subscription_state(self, sub: str, state: str, error: str = "") -> None: ...
+
 
 class Store(Reader):
     @abstractmethod
@@ -154,6 +193,21 @@ class Store(Reader):
     @abstractmethod
     async def notice_visible(self, organization: str, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
         """Those (type, id) ``organization`` may read under LUSEN's admission-notice exception."""
+
+    @abstractmethod
+    async def subscription(self, sub: str) -> SubscriptionRow | None: ...
+
+    @abstractmethod
+    async def subscriptions(self, organization: str | None = None) -> list[SubscriptionRow]:
+        """Every subscription (of one subscribing organisation): $status, the engine's work list."""
+
+    @abstractmethod
+    async def subscription_events(self, sub: str, first: int, last: int, limit: int) -> list[EventRecord]:
+        """Retained events numbered ``first``..``last`` in order, at most ``limit``."""
+
+    @abstractmethod
+    async def prune_events(self, before_us: int) -> int:
+        """Forget delivered events recorded before ``before_us``; returns how many."""
 
     @abstractmethod
     async def save_snapshot(self, snapshot: Snapshot, ttl_seconds: int) -> None: ...

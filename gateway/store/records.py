@@ -86,3 +86,44 @@ def format_instant(us: int) -> str:
     """FHIR instant with millisecond precision, UTC."""
     dt = datetime.fromtimestamp(us / 1e6, tz=timezone.utc)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRow:
+    """A topic-based Subscription as the delivery engine keeps it: its channel (from the resource)
+    and its delivery state (the store's, never reset while the subscription exists)."""
+
+    id: str
+    topic: str
+    organization: str  # who subscribed ('' trusted): events reach it only if it may see the focus
+    state: str  # requested | active | error | off
+    endpoint: str
+    content: str = "id-only"  # empty | id-only | full-resource
+    headers: tuple[str, ...] = ()  # "Name: value"
+    heartbeat_s: int = 0  # 0: no heartbeats
+    timeout_s: int = 10
+    max_count: int = 20  # events per notification
+    filters: str = "[]"  # JSON [[type, param, [values]], ...]: every param must match one of its values
+    client: str = ""  # the client that subscribed (access log)
+    events: int = 0  # events-since-subscription-start: the last event number handed out
+    delivered: int = 0  # every event up to this number was delivered (or withheld)
+    withheld: int = 0  # events not delivered because the subscriber may not see their focus
+    attempts: int = 0  # failed attempts since the last success
+    failing_since_us: int = 0
+    next_attempt_us: int = 0
+    last_sent_us: int = 0  # last notification of any kind (heartbeats are due after silence)
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One event of one subscription: number ``number`` in its sequence, about a resource version."""
+
+    subscription: str
+    number: int
+    recorded_us: int
+    topic: str
+    rtype: str
+    rid: str
+    vid: int
+    withheld: bool = False

@@ -19,14 +19,15 @@ from gateway.store.base import HistoryQuery, Snapshot, Store, Transaction, Versi
 from gateway.store.plan import SearchMatches, SearchPlan
 from gateway.store.records import AuditRecord, IndexRows, StoredResource
 from gateway.store.audit_writer import log_table
-from gateway.store.sqlite_audit import AuditTable, access_log_path, append_audit
+from gateway.store.sqlite_audit import AuditTable, append_audit
 from gateway.store.sqlite_access import (
     ACCESS_CONDITION, NOTICE_CONDITION, access_args, grant_patients, has_grant, notice_patients, notice_visible,
     replace_grants, replace_notice_access,
 )
 from gateway.store.sqlsearch import from_where, order_by
+from gateway.store import sqlite_events as events
 
-SCHEMA_VERSION = 3  # 2: res_access and access_grants (organisation access); 3: notice_access (LUSEN)
+SCHEMA_VERSION = 4  # 2: res_access, access_grants (organisation access); 3: notice_access (LUSEN); 4: subscriptions
 
 
 class StoreSchemaError(RuntimeError):
@@ -83,7 +84,7 @@ CREATE TABLE IF NOT EXISTS search_snapshots (
     id TEXT PRIMARY KEY, expires INTEGER NOT NULL, rtype TEXT NOT NULL, query TEXT NOT NULL,
     total INTEGER NOT NULL, seqs BLOB NOT NULL, owner TEXT NOT NULL DEFAULT ''
 );
-""" + log_table("audit_log")
+""" + log_table("audit_log") + events.EVENTS_SCHEMA
 
 _READ_CURRENT = (
     "SELECT v.vid, v.last_updated, v.body, v.seq, a.author, a.patient FROM current c "
@@ -130,9 +131,10 @@ def _read_seqs(conn: sqlite3.Connection, seqs: list[int]) -> list[StoredResource
     return [by_seq[s] for s in seqs if s in by_seq]
 
 
-class SqliteTransaction(Transaction):
+class SqliteTransaction(events.TransactionEvents, Transaction):
     def __init__(self, conn: sqlite3.Connection):
         self._conn = conn
+        self.committed: list = []  # on_commit callbacks, run by SqliteStore.transaction()
 
     async def read(self, rtype: str, rid: str) -> StoredResource | None:
         return _read(self._conn, rtype, rid)
@@ -207,7 +209,7 @@ class SqliteTransaction(Transaction):
                              [(rkey, rtype, p, norm, raw) for p, norm, raw in index.strings])
 
 
-class SqliteStore(AuditTable, Store):
+class SqliteStore(AuditTable, events.StoreEvents, Store):
     def __init__(self, path: str, synchronous: str = "FULL"):
         self._path = path
         self._synchronous = synchronous
@@ -243,9 +245,9 @@ class SqliteStore(AuditTable, Store):
         """Create the schema, or refuse a file whose schema this code does not know."""
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         has_tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'versions'").fetchone()[0]
-        # 1 → 2 and 2 → 3 only add tables: existing resources get no author (visible to trusted
+        # 1 → 2 → 3 → 4 only add tables: existing resources get no author (visible to trusted
         # callers and through grants only) and no notice rows until they are written again.
-        if version not in (SCHEMA_VERSION, 1, 2) and (has_tables or version):
+        if version not in (SCHEMA_VERSION, 1, 2, 3) and (has_tables or version):
             conn.close()
             raise StoreSchemaError(f"The store {self._path} has schema version {version}; this gateway uses "
                                    f"{SCHEMA_VERSION}. Point GATEWAY_DB at a new file (no migration exists yet).")
@@ -289,8 +291,9 @@ class SqliteStore(AuditTable, Store):
                 self._batch = asyncio.get_running_loop().create_future()
             batch = self._batch
             conn.execute("SAVEPOINT writer")
+            tx = SqliteTransaction(conn)
             try:
-                yield SqliteTransaction(conn)
+                yield tx
             except BaseException:
                 conn.execute("ROLLBACK TO writer")
                 conn.execute("RELEASE writer")
@@ -303,6 +306,8 @@ class SqliteStore(AuditTable, Store):
         finally:
             self._lock.release()
         await batch  # raises if the commit holding our writes failed
+        for callback in tx.committed:
+            callback()
 
     async def _flush(self) -> None:
         async with self._lock:

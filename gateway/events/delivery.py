@@ -1,0 +1,171 @@
+"""Sending one subscription's notifications: handshake, events in number order, heartbeats.
+
+Engine-independent: the in-process engine (``engine.py``) and, later, Redis Stream workers call
+``handshake`` / ``deliver`` / ``heartbeat`` for one subscription at a time, and the store holds
+every bit of state, so whichever process sends next continues where the last one stopped.
+
+- At least once, in order: the delivered mark moves only after the receiver answered 2xx; a
+  crash before that sends the same events (same numbers) again.
+- Secrecy: each event's focus is judged by the access decision as it stands at delivery, for the
+  subscriber's organisation. An event it may not see is withheld (not sent, counted, and not
+  served by ``$events`` either); ``full-resource`` carries what a read would show (LUSEN notice
+  view, protected address removed), and the disclosure goes to the access log.
+- Retries: exponential backoff from ``retry_base_s`` up to ``retry_max_s`` while the receiver
+  fails; after ``retry_horizon_s`` of failing the subscription goes to ``error`` (events keep
+  being numbered and stay retrievable; a client asking for ``requested`` resumes with the backlog).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+import httpx
+
+from gateway.access.audit import AuditLog
+from gateway.access.caller import Caller
+from gateway.access.policy import AccessPolicy
+from gateway.access.scopes import ScopeSet
+from gateway.access.trail import AuditTrail
+from gateway.events.notification import Delivered, notification_bundle
+from gateway.fhir.context import RequestContext
+from gateway.search.dates import now_us
+from gateway.store import Store
+from gateway.store.records import EventRecord, SubscriptionRow
+
+log = logging.getLogger("gateway.events")
+SIGNATURE_HEADER = "X-Samverkan-Signature"
+# The subscriber's own token decided what it may subscribe to; delivery asks only "may it see this".
+_READ_ALL = ScopeSet.parse("system/*.rs")
+
+# (subscription id, new state, state it must still be in, endpoint it must still have, error text)
+StatusWriter = Callable[[str, str, str, str, str], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    retry_base_s: float = 1.0
+    retry_max_s: float = 600.0
+    retry_horizon_s: float = 72 * 3600.0
+    signing_key: bytes | None = None  # HMAC-SHA256 over "<timestamp>.<body>" when set
+
+
+class Delivery:
+    def __init__(self, store: Store, access: AccessPolicy, audit: AuditLog, set_status: StatusWriter,
+                 base_url: str, settings: DeliverySettings, transport: httpx.AsyncBaseTransport | None = None):
+        self.store = store
+        self.access = access
+        self.audit = audit
+        self.set_status = set_status
+        self.base_url = base_url
+        self.settings = settings
+        self.http = httpx.AsyncClient(transport=transport, follow_redirects=False)
+        self.sent = self.withheld = self.failed = 0  # counters since start (bench, metrics)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def handshake(self, row: SubscriptionRow) -> None:
+        error = await self._post(row, notification_bundle(self.base_url, row, "handshake"))
+        if error is None:
+            await self._record_sent(row)
+        await self.set_status(row.id, "active" if error is None else "error", "requested", row.endpoint,
+                              "" if error is None else f"handshake failed: {error}")
+
+    async def heartbeat(self, row: SubscriptionRow) -> None:
+        error = await self._post(row, notification_bundle(self.base_url, row, "heartbeat"))
+        if error is None:
+            await self._record_sent(row)
+        else:
+            await self._failed(row, error)
+
+    async def deliver(self, row: SubscriptionRow) -> None:
+        """The next events after the delivered mark (at most max_count), as one notification."""
+        events = await self.store.subscription_events(row.id, row.delivered + 1, row.events, row.max_count)
+        if not events:  # numbered but gone (the subscription was recreated): nothing left to send
+            async with self.store.transaction() as tx:
+                await tx.record_delivery(row.id, row.events, [], 0)
+            return
+        caller = _subscriber(row)
+        shown, withheld = await self.decide(caller, events, row.content)
+        sent_at = 0
+        if shown:
+            trail = AuditTrail()
+            ctx = RequestContext(self.base_url, caller=caller, audit=trail)
+            if row.content == "full-resource":  # what a read would show, recorded for the access log
+                shown = [Delivered(d.event, (await self.access.release(ctx, [d.focus]))[0] if d.focus.body else d.focus)
+                         for d in shown]
+            elif row.content == "id-only":  # the ids are disclosed too
+                trail.saw([d.focus for d in shown])
+            error = await self._post(row, notification_bundle(self.base_url, row, "event-notification", shown))
+            if error is not None:
+                await self._failed(row, error)
+                return
+            if row.content != "empty":
+                self.audit.record_request(caller, trail, "notification", 200, f"Subscription/{row.id}")
+            sent_at = now_us()
+        async with self.store.transaction() as tx:
+            await tx.record_delivery(row.id, events[-1].number, [e.number for e in withheld], sent_at)
+        self.sent += len(shown)
+        self.withheld += len(withheld)
+
+    async def decide(self, caller: Caller | None, events: list[EventRecord],
+                     content: str) -> tuple[list[Delivered], list[EventRecord]]:
+        """Split events into those the subscriber may see now (with the focus version to show) and
+        those it may not. A resource it sees only as a LUSEN notice shows its current version."""
+        ctx = RequestContext(self.base_url, caller=caller)
+        shown, withheld = [], []
+        for e in events:
+            version = None if e.withheld else await self.store.read_version(e.rtype, e.rid, e.vid)
+            if version is None or not await self.access.visible(ctx, [version], lusen=True):
+                withheld.append(e)
+                continue
+            if content == "full-resource" and version.body and not await self.access.without_notice_history(
+                    ctx, [version]):
+                version = await self.store.read(e.rtype, e.rid) or version
+            shown.append(Delivered(e, version))
+        return shown, withheld
+
+    async def _failed(self, row: SubscriptionRow, error: str) -> None:
+        self.failed += 1
+        now = now_us()
+        since = row.failing_since_us or now
+        if now - since >= self.settings.retry_horizon_s * 1e6:
+            await self.set_status(row.id, "error", "active", row.endpoint,
+                                  f"delivery failed for {self.settings.retry_horizon_s:.0f} s: {error}")
+            return
+        delay = min(self.settings.retry_base_s * 2 ** row.attempts, self.settings.retry_max_s)
+        async with self.store.transaction() as tx:
+            await tx.record_failure(row.id, since, now + int(delay * 1e6), error)
+
+    async def _record_sent(self, row: SubscriptionRow) -> None:
+        async with self.store.transaction() as tx:
+            await tx.record_sent(row.id, now_us())
+
+    async def _post(self, row: SubscriptionRow, body: bytes) -> str | None:
+        """POST to the endpoint; None on a 2xx answer, else why not (no patient data in it)."""
+        headers = {"Content-Type": "application/fhir+json"}
+        for h in row.headers:
+            name, _, value = h.partition(":")
+            headers[name.strip()] = value.strip()
+        if self.settings.signing_key:
+            stamp = str(int(time.time()))
+            digest = hmac.new(self.settings.signing_key, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+            headers[SIGNATURE_HEADER] = f"t={stamp},v1={digest}"
+        try:
+            response = await self.http.post(row.endpoint, content=body, headers=headers, timeout=row.timeout_s)
+        except httpx.TimeoutException:
+            return f"no answer within {row.timeout_s} s"
+        except httpx.HTTPError as exc:
+            return f"no response ({type(exc).__name__})"
+        if 200 <= response.status_code < 300:
+            return None
+        return f"the endpoint answered HTTP {response.status_code}"
+
+
+def _subscriber(row: SubscriptionRow) -> Caller | None:
+    """Who the events go to, as the access decision knows callers ('' : a trusted subscription)."""
+    return Caller(row.client, row.organization, _READ_ALL) if row.organization else None

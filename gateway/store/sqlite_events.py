@@ -1,0 +1,179 @@
+"""The notification tables of the embedded store (schema in ``sqlite.SCHEMA``).
+
+``subscriptions``: each topic-based Subscription's channel and delivery state; the event counter
+and the delivered mark only grow, so a restart never renumbers or loses an event.
+``subscription_events``: one row per (subscription, event number), written in the transaction of
+the change that caused it (the outbox); delivery reads them in number order.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from gateway.store.records import EventRecord, SubscriptionRow
+
+EVENTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS subscriptions (
+    id TEXT PRIMARY KEY, topic TEXT NOT NULL, org TEXT NOT NULL, state TEXT NOT NULL, endpoint TEXT NOT NULL,
+    content TEXT NOT NULL, headers TEXT NOT NULL, heartbeat INTEGER NOT NULL, timeout INTEGER NOT NULL,
+    max_count INTEGER NOT NULL, filters TEXT NOT NULL, client TEXT NOT NULL,
+    events INTEGER NOT NULL DEFAULT 0, delivered INTEGER NOT NULL DEFAULT 0, withheld INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0, failing_since INTEGER NOT NULL DEFAULT 0,
+    next_attempt INTEGER NOT NULL DEFAULT 0, last_sent INTEGER NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS subscriptions_topic ON subscriptions (topic, state);
+CREATE TABLE IF NOT EXISTS subscription_events (
+    sub TEXT NOT NULL, number INTEGER NOT NULL, recorded INTEGER NOT NULL, topic TEXT NOT NULL,
+    rtype TEXT NOT NULL, rid TEXT NOT NULL, vid INTEGER NOT NULL, withheld INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (sub, number)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS subscription_events_recorded ON subscription_events (recorded);
+"""
+
+_COLUMNS = ("id, topic, org, state, endpoint, content, headers, heartbeat, timeout, max_count, filters, client, "
+            "events, delivered, withheld, attempts, failing_since, next_attempt, last_sent, error")
+
+
+def _row(r: tuple) -> SubscriptionRow:
+    return SubscriptionRow(r[0], r[1], r[2], r[3], r[4], r[5], tuple(json.loads(r[6])), *r[7:])
+
+
+def save_subscription(conn: sqlite3.Connection, row: SubscriptionRow, restart: bool) -> None:
+    """Insert or change a subscription's channel; its counters stay. ``restart``: a new handshake
+    and a clean retry state (the client activated it again)."""
+    conn.execute(
+        f"INSERT INTO subscriptions ({_COLUMNS}) VALUES ({', '.join('?' * 20)}) ON CONFLICT (id) DO UPDATE SET "
+        "topic = excluded.topic, org = excluded.org, state = excluded.state, endpoint = excluded.endpoint, "
+        "content = excluded.content, headers = excluded.headers, heartbeat = excluded.heartbeat, "
+        "timeout = excluded.timeout, max_count = excluded.max_count, filters = excluded.filters, "
+        "client = excluded.client" + (", attempts = 0, failing_since = 0, next_attempt = 0, error = ''"
+                                      if restart else ""),
+        (row.id, row.topic, row.organization, row.state, row.endpoint, row.content, json.dumps(list(row.headers)),
+         row.heartbeat_s, row.timeout_s, row.max_count, row.filters, row.client, 0, 0, 0, 0, 0, 0, 0, ""))
+
+
+def drop_subscription(conn: sqlite3.Connection, sub: str) -> None:
+    conn.execute("DELETE FROM subscriptions WHERE id = ?", (sub,))
+    conn.execute("DELETE FROM subscription_events WHERE sub = ?", (sub,))
+
+
+def load_subscription(conn: sqlite3.Connection, sub: str) -> SubscriptionRow | None:
+    found = conn.execute(f"SELECT {_COLUMNS} FROM subscriptions WHERE id = ?", (sub,)).fetchone()
+    return _row(found) if found else None
+
+
+def subscriptions_for(conn: sqlite3.Connection, topics: list[str]) -> list[SubscriptionRow]:
+    """Subscriptions that number events of these topics: all but those switched off."""
+    marks = ",".join("?" * len(topics))
+    return [_row(r) for r in conn.execute(
+        f"SELECT {_COLUMNS} FROM subscriptions WHERE topic IN ({marks}) AND state != 'off'", topics)]
+
+
+def all_subscriptions(conn: sqlite3.Connection, organization: str | None) -> list[SubscriptionRow]:
+    if organization is None:
+        return [_row(r) for r in conn.execute(f"SELECT {_COLUMNS} FROM subscriptions ORDER BY id")]
+    return [_row(r) for r in conn.execute(f"SELECT {_COLUMNS} FROM subscriptions WHERE org = ? ORDER BY id",
+                                          (organization,))]
+
+
+def append_event(conn: sqlite3.Connection, sub: str, recorded_us: int, topic: str, rtype: str, rid: str,
+                 vid: int) -> int:
+    number = conn.execute("UPDATE subscriptions SET events = events + 1 WHERE id = ? RETURNING events",
+                          (sub,)).fetchone()[0]
+    conn.execute("INSERT INTO subscription_events (sub, number, recorded, topic, rtype, rid, vid) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?)", (sub, number, recorded_us, topic, rtype, rid, vid))
+    return number
+
+
+def events_between(conn: sqlite3.Connection, sub: str, first: int, last: int, limit: int) -> list[EventRecord]:
+    rows = conn.execute(
+        "SELECT sub, number, recorded, topic, rtype, rid, vid, withheld FROM subscription_events "
+        "WHERE sub = ? AND number BETWEEN ? AND ? ORDER BY number LIMIT ?", (sub, first, last, limit)).fetchall()
+    return [EventRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in rows]
+
+
+def record_delivery(conn: sqlite3.Connection, sub: str, delivered: int, withheld: list[int], sent_us: int) -> None:
+    """Events up to ``delivered`` are done (sent, or ``withheld`` from this subscriber)."""
+    if withheld:
+        conn.executemany("UPDATE subscription_events SET withheld = 1 WHERE sub = ? AND number = ?",
+                         [(sub, n) for n in withheld])
+    conn.execute("UPDATE subscriptions SET delivered = max(delivered, ?), withheld = withheld + ?, attempts = 0, "
+                 "failing_since = 0, next_attempt = 0, last_sent = max(last_sent, ?), error = '' WHERE id = ?",
+                 (delivered, len(withheld), sent_us, sub))
+
+
+def record_sent(conn: sqlite3.Connection, sub: str, sent_us: int) -> None:
+    conn.execute("UPDATE subscriptions SET last_sent = max(last_sent, ?) WHERE id = ?", (sent_us, sub))
+
+
+def record_failure(conn: sqlite3.Connection, sub: str, failing_since_us: int, next_attempt_us: int,
+                   error: str) -> None:
+    conn.execute("UPDATE subscriptions SET attempts = attempts + 1, failing_since = ?, next_attempt = ?, error = ? "
+                 "WHERE id = ?", (failing_since_us, next_attempt_us, error, sub))
+
+
+def set_state(conn: sqlite3.Connection, sub: str, state: str, error: str) -> None:
+    conn.execute("UPDATE subscriptions SET state = ?, error = ? WHERE id = ?", (state, error, sub))
+
+
+def prune_events(conn: sqlite3.Connection, before_us: int) -> int:
+    """Forget delivered events recorded before ``before_us`` (undelivered ones stay for $events)."""
+    return conn.execute(
+        "DELETE FROM subscription_events WHERE recorded < ? AND number <= "
+        "(SELECT s.delivered FROM subscriptions s WHERE s.id = subscription_events.sub)", (before_us,)).rowcount
+
+
+class TransactionEvents:
+    """The notification methods of ``SqliteTransaction`` (its ``_conn`` is the writer, in a transaction)."""
+
+    _conn: sqlite3.Connection
+    committed: list
+
+    def on_commit(self, callback) -> None:
+        self.committed.append(callback)
+
+    async def save_subscription(self, row: SubscriptionRow, restart: bool) -> None:
+        save_subscription(self._conn, row, restart)
+
+    async def drop_subscription(self, sub: str) -> None:
+        drop_subscription(self._conn, sub)
+
+    async def load_subscription(self, sub: str) -> SubscriptionRow | None:
+        return load_subscription(self._conn, sub)
+
+    async def subscriptions_for(self, topics: list[str]) -> list[SubscriptionRow]:
+        return subscriptions_for(self._conn, topics)
+
+    async def append_event(self, sub: str, recorded_us: int, topic: str, rtype: str, rid: str, vid: int) -> int:
+        return append_event(self._conn, sub, recorded_us, topic, rtype, rid, vid)
+
+    async def record_delivery(self, sub: str, delivered: int, withheld: list[int], sent_us: int) -> None:
+        record_delivery(self._conn, sub, delivered, withheld, sent_us)
+
+    async def record_sent(self, sub: str, sent_us: int) -> None:
+        record_sent(self._conn, sub, sent_us)
+
+    async def record_failure(self, sub: str, failing_since_us: int, next_attempt_us: int, error: str) -> None:
+        record_failure(self._conn, sub, failing_since_us, next_attempt_us, error)
+
+    async def set_subscription_state(self, sub: str, state: str, error: str = "") -> None:
+        set_state(self._conn, sub, state, error)
+
+
+class StoreEvents:
+    """The notification methods of ``SqliteStore`` (reads on its reader connection)."""
+
+    _reader: sqlite3.Connection
+
+    async def subscription(self, sub: str) -> SubscriptionRow | None:
+        return load_subscription(self._reader, sub)
+
+    async def subscriptions(self, organization: str | None = None) -> list[SubscriptionRow]:
+        return all_subscriptions(self._reader, organization)
+
+    async def subscription_events(self, sub: str, first: int, last: int, limit: int) -> list[EventRecord]:
+        return events_between(self._reader, sub, first, last, limit)
+
+    async def prune_events(self, before_us: int) -> int:
+        async with self.transaction() as tx:
+            return prune_events(tx._conn, before_us)
