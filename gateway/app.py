@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None, notify_transport=None) -> FastA
         await store.open()
         gate.open(settings.db_path)
         await server.audit.start()
-        await server.engine.start()
+        await server.engine.start(deliver=settings.notify_deliver)
         try:
             yield
         finally:

@@ -1,4 +1,5 @@
-"""The ``gateway`` command: ``serve`` (the FHIR server on the embedded store), ``clients``
+"""The ``gateway`` command: ``serve`` (the FHIR server on the embedded store), ``worker``
+(notification delivery only, with Redis), ``clients``
 (register backend services), ``token`` (a developer's access token), ``profiles``."""
 from __future__ import annotations
 
@@ -37,6 +38,46 @@ def serve(
     # Access logs are off: request lines carry search parameters such as personnummer.
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, access_log=False,
                 log_level=settings.log_level.lower())
+
+
+@cli.command()
+def worker(db: Optional[str] = typer.Option(None, help="SQLite file of the store [env GATEWAY_DB]")) -> None:
+    """Deliver notifications only (no HTTP): one of any number of processes sharing the Redis
+    stream (GATEWAY_REDIS_URL must be set). Stops on SIGTERM / Ctrl-C; unsent work is taken over."""
+    import asyncio
+    import signal
+
+    from gateway.fhir.server import FhirServer
+    from gateway.store.sqlite import SqliteStore
+
+    settings = Settings.from_env().with_overrides(db_path=db)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if not settings.redis_url:
+        typer.echo("gateway worker needs GATEWAY_REDIS_URL: on the embedded default, `gateway serve` delivers.",
+                   err=True)
+        raise typer.Exit(2)
+
+    async def run() -> None:
+        store = SqliteStore(settings.db_path, settings.sqlite_synchronous)
+        await store.open()
+        server = FhirServer(settings, store)
+        await server.audit.start()  # deliveries are disclosures: they go to the access log
+        await server.engine.start()
+        typer.echo(f"Samverkan Gateway worker: delivering for store {settings.db_path}")
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await server.engine.stop()
+            await server.audit.stop()
+            await store.close()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
 
 
 profiles_cli = typer.Typer(help="Work on the StructureDefinitions in profiles/.", no_args_is_help=True)

@@ -19,6 +19,10 @@
 | GATEWAY_NOTIFY_RETRY_HORIZON | 259200 | seconds (72 h) a subscription may keep failing before it goes to `error` |
 | GATEWAY_NOTIFY_TICK | 1 | seconds between scans for due retries, heartbeats and work left by a restart |
 | GATEWAY_EVENT_RETENTION_DAYS | 30 | delivered events stay retrievable with `$events` this long |
+| GATEWAY_REDIS_URL | (none) | deliver through Redis Streams (e.g. `redis://127.0.0.1:6379/0`): any number of gateway processes share the work |
+| GATEWAY_REDIS_PREFIX | samverkan | prefix of the stream and lease keys (one per store) |
+| GATEWAY_NOTIFY_DELIVER | on | `off`: this process only publishes events (others, e.g. `gateway worker`, deliver); Redis only |
+| GATEWAY_NOTIFY_CLAIM_IDLE / _LEASE_MARGIN | 5 / 5 | seconds before a dead process's stream entries are reclaimed / its lease outlives a send |
 | GATEWAY_NOTIFY_SIGNING_KEY | (none) | if set, notifications carry `X-Samverkan-Signature: t=…,v1=HMAC-SHA256(key, "t.body")` |
 """
 from __future__ import annotations
@@ -57,6 +61,11 @@ class Settings:
     notify_tick: float = 1.0
     event_retention_days: float = 30.0
     notify_signing_key: str = field(default="", repr=False)  # a secret: from the environment only
+    redis_url: str = field(default="", repr=False)  # may carry a password
+    redis_prefix: str = "samverkan"
+    notify_deliver: bool = True
+    notify_claim_idle: float = 5.0
+    notify_lease_margin: float = 5.0
 
     @property
     def public_base(self) -> str:
@@ -88,6 +97,11 @@ class Settings:
             notify_tick=float(_env("NOTIFY_TICK", str(cls.notify_tick))),
             event_retention_days=float(_env("EVENT_RETENTION_DAYS", str(cls.event_retention_days))),
             notify_signing_key=_env("NOTIFY_SIGNING_KEY", ""),
+            redis_url=_env("REDIS_URL", ""),
+            redis_prefix=_env("REDIS_PREFIX", cls.redis_prefix),
+            notify_deliver=_env("NOTIFY_DELIVER", "on").lower() not in ("off", "false", "0"),
+            notify_claim_idle=float(_env("NOTIFY_CLAIM_IDLE", str(cls.notify_claim_idle))),
+            notify_lease_margin=float(_env("NOTIFY_LEASE_MARGIN", str(cls.notify_lease_margin))),
         )
 
     def with_overrides(self, **changes) -> "Settings":

@@ -6,6 +6,7 @@ All test data is synthetic; personnummer are Skatteverket's published test numbe
 from __future__ import annotations
 
 import asyncio
+import os
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any, AsyncIterator
@@ -229,3 +230,30 @@ async def history(client: httpx.AsyncClient, path: str) -> dict:
 async def tick() -> None:
     """Let the millisecond clock advance, so consecutive writes get distinct lastUpdated."""
     await asyncio.sleep(0.003)
+
+
+# -- real servers ---------------------------------------------------------------------------
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def require_redis() -> str:
+    """The test Redis (database 15 of 127.0.0.1:6379 unless TEST_REDIS_URL says otherwise). Locally
+    a missing server skips the test; under CI=true it fails it: CI has one."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but Redis at {REDIS_URL} is not reachable: {exc}")
+        pytest.skip(f"no Redis at {REDIS_URL} ({type(exc).__name__}); set TEST_REDIS_URL or start one")
+    return REDIS_URL
+
+
+def drop_redis_keys(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)

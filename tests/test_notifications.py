@@ -10,10 +10,11 @@ import asyncio
 import copy
 import hashlib
 import hmac
+import uuid
 from dataclasses import replace
 
 import pytest
-from conftest import FHIR, running_gateway, task
+from conftest import FHIR, drop_redis_keys, require_redis, running_gateway, task
 from receiver import Receiver
 from test_access_redteam import KOMMUN, OTHER, REGION, SECRET, build_world
 
@@ -38,10 +39,18 @@ def subscription(topic: str = "task-created", endpoint: str = HOOK, content: str
     return sub
 
 
-@pytest.fixture
-def fast(settings):
-    """Retries and scans in tens of milliseconds, so recovery fits in a test."""
-    return replace(settings, notify_tick=0.05, notify_retry_base=0.05, notify_retry_max=0.2)
+@pytest.fixture(params=["local", "redis"])
+def fast(request, settings):
+    """Retries and scans in tens of milliseconds, so recovery fits in a test; every test runs on the
+    embedded engine and on the Redis Streams engine (real Redis, keys of its own)."""
+    fast = replace(settings, notify_tick=0.05, notify_retry_base=0.05, notify_retry_max=0.2)
+    if request.param == "local":
+        return fast
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    fast = replace(fast, redis_url=require_redis(), redis_prefix=prefix, notify_claim_idle=0.5,
+                   notify_lease_margin=0.5)
+    request.addfinalizer(lambda: drop_redis_keys(prefix))
+    return fast
 
 
 @pytest.fixture
@@ -81,7 +90,8 @@ async def new_task(w, **extra) -> dict:
 
 
 # -- handshake ---------------------------------------------------------------------------------
-async def test_handshake_success_activates_the_subscription(hub):
+async def test_handshake_success_activates_the_subscription(hub, fast):
+    assert type(hub.engine).__name__ == ("RedisEngine" if fast.redis_url else "LocalEngine")
     sub = await subscribe(hub, REGION, subscription(endpoint=HOOK_2))
     assert sub["status"] == "active"
     [handshake] = hub.receiver.at(HOOK_2)

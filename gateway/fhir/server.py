@@ -49,7 +49,13 @@ class FhirServer:
                                              settings.notify_retry_horizon,
                                              settings.notify_signing_key.encode() or None), notify_transport)
         self.subscriptions.delivery = delivery
-        self.engine = LocalEngine(store, delivery, settings.notify_tick, settings.event_retention_days * 86400)
+        retention = settings.event_retention_days * 86400
+        if settings.redis_url:
+            from gateway.events.engine_redis import RedisEngine
+            self.engine = RedisEngine(store, delivery, settings.redis_url, settings.redis_prefix, settings.notify_tick,
+                                      retention, settings.notify_claim_idle, settings.notify_lease_margin)
+        else:
+            self.engine = LocalEngine(store, delivery, settings.notify_tick, retention)
         self.events.connect(self.engine.wake)
         self.search = SearchService(store, self.registry, parser, settings.search_snapshot_ttl, self.conformance,
                                     self.access, self.audit)
