@@ -14,11 +14,11 @@ from gateway.settings import Settings
 from gateway.store.sqlite import SqliteStore
 
 
-def create_app(settings: Settings | None = None, notify_transport=None) -> FastAPI:
-    """``notify_transport``: an httpx transport that receives notifications instead of the network (tests)."""
+def create_app(settings: Settings | None = None, notify_sender=None) -> FastAPI:
+    """``notify_sender``: what POSTs notifications instead of the network (tests)."""
     settings = settings or Settings.from_env()
     store = SqliteStore(settings.db_path, settings.sqlite_synchronous)
-    server = FhirServer(settings, store, notify_transport=notify_transport)
+    server = FhirServer(settings, store, notify_sender=notify_sender)
     gate = AuthGate(settings)
 
     @asynccontextmanager

@@ -64,14 +64,14 @@ async def get_token(client: httpx.AsyncClient, db_path: str, scope: str = "syste
 
 @asynccontextmanager
 async def running_gateway(settings: Settings, authorised: bool = True,
-                          notify_transport: httpx.AsyncBaseTransport | None = None) -> AsyncIterator[httpx.AsyncClient]:
+                          notify_sender=None) -> AsyncIterator[httpx.AsyncClient]:
     """A gateway with its lifespan running, and a client talking to it in-process; unless
     ``authorised`` is False the client carries a token for TEST_ORG with system/*.cruds.
 
     ``raise_app_exceptions=False``: a server bug comes back as the 500 a real client would
     see, so tests can assert "never 500" instead of crashing on the exception.
     """
-    app = create_app(settings, notify_transport=notify_transport)
+    app = create_app(settings, notify_sender=notify_sender)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url=BASE, timeout=30) as client:

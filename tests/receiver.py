@@ -1,5 +1,5 @@
-"""A stand-in for the municipal systems that receive notifications: an httpx transport the
-gateway posts to instead of the network. Each endpoint can be up, down (connection refused) or
+"""A stand-in for the municipal systems that receive notifications: the gateway posts to it
+instead of the network. Each endpoint can be up, down (connection refused) or
 answer an error status, and can be switched while the test runs."""
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import json
 import time
 from dataclasses import dataclass, field
 
-import httpx
 
 
 @dataclass
@@ -43,22 +42,24 @@ def _value(p: dict):
 
 
 class Receiver:
+    """The gateway's notification sender in tests (``Delivery``'s Sender protocol)."""
+
     def __init__(self):
         self.received: list[Received] = []
         self.answer: dict[str, int | str] = {}  # endpoint → HTTP status, or "down"
         self.attempts: dict[str, int] = {}
-        self.transport = httpx.MockTransport(self._handle)
 
-    async def _handle(self, request: httpx.Request) -> httpx.Response:
-        endpoint = str(request.url)
-        self.attempts[endpoint] = self.attempts.get(endpoint, 0) + 1
-        answer = self.answer.get(endpoint, 200)
+    async def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
+        self.attempts[url] = self.attempts.get(url, 0) + 1
+        answer = self.answer.get(url, 200)
         if answer == "down":
-            raise httpx.ConnectError("connection refused", request=request)
-        body = await request.aread()
+            raise ConnectionRefusedError("connection refused")
         if answer == 200:
-            self.received.append(Received(endpoint, dict(request.headers), body, json.loads(body)))
-        return httpx.Response(int(answer))
+            self.received.append(Received(url, {k.lower(): v for k, v in headers.items()}, body, json.loads(body)))
+        return int(answer)
+
+    async def close(self) -> None:
+        pass
 
     def at(self, endpoint: str, kind: str | None = None) -> list[Received]:
         return [r for r in self.received if r.endpoint == endpoint and (kind is None or r.kind == kind)]

@@ -57,7 +57,7 @@ def fast(request, settings):
 async def hub(fast):
     """The red-team world (REGION's data about two patients; KOMMUN, OTHER) with receivers."""
     receiver = Receiver()
-    async with running_gateway(fast, authorised=False, notify_transport=receiver.transport) as http:
+    async with running_gateway(fast, authorised=False, notify_sender=receiver) as http:
         w = await build_world(http, fast.db_path)
         w.receiver = receiver
         w.engine = http.app.state.fhir.engine
@@ -228,7 +228,7 @@ async def test_a_failing_receiver_gets_everything_in_order_once_it_recovers(hub)
 async def test_a_receiver_down_past_the_retry_horizon_errors_and_resuming_delivers_the_backlog(fast):
     receiver = Receiver()
     settings = replace(fast, notify_retry_horizon=0.3)
-    async with running_gateway(settings, authorised=False, notify_transport=receiver.transport) as http:
+    async with running_gateway(settings, authorised=False, notify_sender=receiver) as http:
         w = await build_world(http, settings.db_path)
         w.receiver = receiver
         sub = await subscribe(w, REGION, subscription(endpoint=HOOK_2))
@@ -256,7 +256,7 @@ def Receiver_status(bundle: dict) -> list[dict]:
 
 async def test_event_numbers_survive_a_restart_and_undelivered_events_go_out_after_it(fast):
     receiver = Receiver()
-    async with running_gateway(fast, authorised=False, notify_transport=receiver.transport) as http:
+    async with running_gateway(fast, authorised=False, notify_sender=receiver) as http:
         w = await build_world(http, fast.db_path)
         w.receiver = receiver
         sub = await subscribe(w, REGION, subscription(endpoint=HOOK_2))
@@ -267,7 +267,7 @@ async def test_event_numbers_survive_a_restart_and_undelivered_events_go_out_aft
         await new_task(w)
         headers = w.headers
     receiver.answer[HOOK_2] = 200
-    async with running_gateway(fast, authorised=False, notify_transport=receiver.transport) as http:
+    async with running_gateway(fast, authorised=False, notify_sender=receiver) as http:
         w.http = http
         w.headers = headers
         await receiver.wait(lambda: receiver.numbers(HOOK_2) == [1, 2, 3])
@@ -376,7 +376,7 @@ async def test_routing_full_resource_to_another_organisation_is_logged_as_a_disc
 async def test_notifications_can_be_signed(fast):
     receiver = Receiver()
     settings = replace(fast, notify_signing_key="test-signing-key")
-    async with running_gateway(settings, authorised=False, notify_transport=receiver.transport) as http:
+    async with running_gateway(settings, authorised=False, notify_sender=receiver) as http:
         w = await build_world(http, settings.db_path)
         await subscribe(w, REGION, subscription(endpoint=HOOK_2))
         [handshake] = receiver.at(HOOK_2)
@@ -406,7 +406,7 @@ async def test_lusen_the_municipality_is_notified_of_the_admission_with_the_noti
     import test_access_lusen as lusen
     from conftest import FHIR_JSON, TEST_PNR, get_token, organization, patient
     receiver = Receiver()
-    async with running_gateway(fast, authorised=False, notify_transport=receiver.transport) as http:
+    async with running_gateway(fast, authorised=False, notify_sender=receiver) as http:
         orgs = (lusen.REGION, lusen.KOMMUN, lusen.HYLTE)
         headers = {o: {**FHIR_JSON, "Authorization": f"Bearer {await get_token(http, fast.db_path, organization=o)}"}
                    for o in orgs}

@@ -16,14 +16,15 @@ every bit of state, so whichever process sends next continues where the last one
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Protocol
 
-import httpx
+import aiohttp
 
 from gateway.access.audit import AuditLog
 from gateway.access.caller import Caller
@@ -45,6 +46,35 @@ _READ_ALL = ScopeSet.parse("system/*.rs")
 StatusWriter = Callable[[str, str, str, str, str], Awaitable[bool]]
 
 
+class Sender(Protocol):
+    """POSTs a notification; returns the HTTP status, raises OSError / asyncio.TimeoutError / aiohttp.ClientError
+    when there is no answer. Tests stand in a receiver of their own."""
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+class HttpSender:
+    """aiohttp, one keep-alive pool for all endpoints (created on first use, inside the event loop)."""
+
+    def __init__(self):
+        self._session: aiohttp.ClientSession | None = None
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(auto_decompress=False)
+        async with self._session.post(url, data=body, headers=headers, allow_redirects=False,
+                                      timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+            await response.read()  # the connection goes back to the pool
+            return response.status
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
 @dataclass(frozen=True)
 class DeliverySettings:
     retry_base_s: float = 1.0
@@ -55,18 +85,18 @@ class DeliverySettings:
 
 class Delivery:
     def __init__(self, store: Store, access: AccessPolicy, audit: AuditLog, set_status: StatusWriter,
-                 base_url: str, settings: DeliverySettings, transport: httpx.AsyncBaseTransport | None = None):
+                 base_url: str, settings: DeliverySettings, sender: Sender | None = None):
         self.store = store
         self.access = access
         self.audit = audit
         self.set_status = set_status
         self.base_url = base_url
         self.settings = settings
-        self.http = httpx.AsyncClient(transport=transport, follow_redirects=False)
+        self.sender = sender or HttpSender()
         self.sent = self.withheld = self.failed = 0  # counters since start (bench, metrics)
 
     async def close(self) -> None:
-        await self.http.aclose()
+        await self.sender.close()
 
     async def handshake(self, row: SubscriptionRow) -> None:
         error = await self._post(row, notification_bundle(self.base_url, row, "handshake"))
@@ -96,9 +126,9 @@ class Delivery:
             trail = AuditTrail()
             ctx = RequestContext(self.base_url, caller=caller, audit=trail)
             if row.content == "full-resource":  # what a read would show, recorded for the access log
-                shown = [Delivered(d.event, (await self.access.release(ctx, [d.focus]))[0] if d.focus.body else d.focus)
-                         for d in shown]
-            elif row.content == "id-only":  # the ids are disclosed too
+                shown = [Delivered(d.event, (await self.access.release(ctx, [d.focus]))[0]
+                                   if d.focus.body is not None else d.focus) for d in shown]
+            elif row.content == "id-only" and caller is not None:  # the ids are disclosed too
                 trail.saw([d.focus for d in shown])
             error = await self._post(row, notification_bundle(self.base_url, row, "event-notification", shown))
             if error is not None:
@@ -116,17 +146,26 @@ class Delivery:
                      content: str) -> tuple[list[Delivered], list[EventRecord]]:
         """Split events into those the subscriber may see now (with the focus version to show) and
         those it may not. A resource it sees only as a LUSEN notice shows its current version."""
+        withheld = [e for e in events if e.withheld]
+        live = [e for e in events if not e.withheld]
+        if caller is None and content != "full-resource":
+            return [Delivered(e) for e in live], withheld  # a trusted subscriber, ids only: nothing to read
         ctx = RequestContext(self.base_url, caller=caller)
-        shown, withheld = [], []
-        for e in events:
-            version = None if e.withheld else await self.store.read_version(e.rtype, e.rid, e.vid)
-            if version is None or not await self.access.visible(ctx, [version], lusen=True):
+        versions = {v.seq: v for v in await self.store.read_seqs([e.seq for e in live])}
+        seen = {v.seq for v in await self.access.visible(ctx, list(versions.values()), lusen=True)}
+        if content == "full-resource":
+            current = {v.seq for v in await self.access.without_notice_history(
+                ctx, [versions[s] for s in seen if versions[s].body is not None])}
+        shown = []
+        for e in live:
+            if e.seq not in seen:
                 withheld.append(e)
                 continue
-            if content == "full-resource" and version.body and not await self.access.without_notice_history(
-                    ctx, [version]):
+            version = versions[e.seq]
+            if content == "full-resource" and version.body is not None and e.seq not in current:
                 version = await self.store.read(e.rtype, e.rid) or version
             shown.append(Delivered(e, version))
+        withheld.sort(key=lambda e: e.number)
         return shown, withheld
 
     async def _failed(self, row: SubscriptionRow, error: str) -> None:
@@ -156,14 +195,14 @@ class Delivery:
             digest = hmac.new(self.settings.signing_key, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
             headers[SIGNATURE_HEADER] = f"t={stamp},v1={digest}"
         try:
-            response = await self.http.post(row.endpoint, content=body, headers=headers, timeout=row.timeout_s)
-        except httpx.TimeoutException:
+            status = await self.sender.post(row.endpoint, body, headers, row.timeout_s)
+        except asyncio.TimeoutError:
             return f"no answer within {row.timeout_s} s"
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             return f"no response ({type(exc).__name__})"
-        if 200 <= response.status_code < 300:
+        if 200 <= status < 300:
             return None
-        return f"the endpoint answered HTTP {response.status_code}"
+        return f"the endpoint answered HTTP {status}"
 
 
 def _subscriber(row: SubscriptionRow) -> Caller | None:

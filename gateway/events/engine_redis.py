@@ -1,10 +1,11 @@
 """The Redis Streams engine: several gateway processes deliver one region's notifications.
 
-After a commit that gave subscriptions events, the process publishes one stream entry per
-subscription (``XADD {prefix}:events``). Every gateway process (``gateway serve`` or
-``gateway worker``) reads the stream in one consumer group; the entry's reader takes the
-subscription's lease (``SET {prefix}:lease:{id} NX PX``), sends everything due from the store,
-releases the lease, and only then acknowledges the entry. A process that dies mid-delivery leaves
+After a commit that gave subscriptions events, the process publishes one stream entry naming
+them (``XADD {prefix}:events``). Every gateway process (``gateway serve`` or ``gateway worker``)
+reads the stream in one consumer group; for each subscription an entry names, its reader takes
+the subscription's lease (``SET {prefix}:lease:{id} NX PX``, one send's timeout plus a margin),
+sends everything due from the store, releases the lease, and acknowledges the entry once all its
+subscriptions are done. A process that dies mid-delivery leaves
 its entries pending: another reclaims them (``XAUTOCLAIM``) once they are ``claim_idle_s`` old and
 takes the lease when it expires, so the event still arrives (at least once: receivers dedupe by
 event number). The store stays the source of truth; the stream only says "look at this one now",
@@ -16,6 +17,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from typing import Iterable
 
 import redis.asyncio as aioredis
@@ -35,6 +37,10 @@ _RENEW = ("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexp
           "else return 0 end")
 
 
+class LeaseLost(Exception):
+    """Our lease on a subscription ran out before we could extend it: stop sending for it."""
+
+
 class RedisEngine(Engine):
     def __init__(self, store: Store, delivery: Delivery, url: str, prefix: str = "samverkan",
                  tick_s: float = 1.0, retention_s: float = 30 * 86400.0, claim_idle_s: float = 5.0,
@@ -47,7 +53,9 @@ class RedisEngine(Engine):
         self.claim_idle_ms = int(claim_idle_s * 1000)
         self.lease_margin_ms = int(lease_margin_s * 1000)
         self.redis: aioredis.Redis | None = None
-        self._entries: dict[str, list[str]] = {}  # stream entries each subscription's task will acknowledge
+        self._entries: dict[str, list[str]] = {}  # stream entries each subscription's task answers for
+        self._waiting: dict[str, int] = {}  # entry → its subscriptions whose task has not completed yet
+        self._lease_until: dict[str, float] = {}  # subscription → when our lease on it runs out (monotonic)
         self._publishing: set[asyncio.Task] = set()
         self._consumer: asyncio.Task | None = None
         self._stopping = False
@@ -97,11 +105,8 @@ class RedisEngine(Engine):
             await asyncio.sleep(0.01)
 
     async def _publish(self, ids: list[str]) -> None:
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for sid in ids:
-                    pipe.xadd(self.stream, {"sub": sid}, maxlen=STREAM_MAXLEN, approximate=True)
-                await pipe.execute()
+        try:  # one entry per commit: its subscriptions are served together by whoever reads it
+            await self.redis.xadd(self.stream, {"subs": " ".join(ids)}, maxlen=STREAM_MAXLEN, approximate=True)
         except RedisError as exc:  # the events are in the store: a scan delivers them
             log.warning("publishing to Redis failed (%s); the next scan delivers", type(exc).__name__)
 
@@ -117,12 +122,16 @@ class RedisEngine(Engine):
                 if self._stopping:
                     return  # what was read stays pending: reclaimed by another process
                 for entry_id, fields in [*claimed, *(e for _, entries in fresh for e in entries)]:
-                    sid = (fields or {}).get("sub")
-                    if not sid:  # trimmed or foreign: nothing to do
+                    ids = ((fields or {}).get("subs") or "").split()
+                    if entry_id in self._waiting:
+                        continue  # ours already, its subscriptions still at work (claimed back after idling)
+                    if not ids:  # trimmed or foreign: nothing to do
                         await self.redis.xack(self.stream, GROUP, entry_id)
                         continue
-                    self._entries.setdefault(sid, []).append(entry_id)
-                    self._ensure(sid, wait=True)
+                    self._waiting[entry_id] = len(ids)
+                    for sid in ids:
+                        self._entries.setdefault(sid, []).append(entry_id)
+                        self._ensure(sid, wait=True)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis away: retry; the scan keeps delivering meanwhile
@@ -131,29 +140,50 @@ class RedisEngine(Engine):
 
     # -- leases ------------------------------------------------------------------------------------
     async def _acquire(self, sid: str, wait: bool) -> bool:
+        """The lease lasts one send (the subscription's timeout) plus the margin."""
         key = self.lease_prefix + sid
-        while not await self.redis.set(key, self.consumer, nx=True, px=self.lease_margin_ms):
+        row = await self.store.subscription(sid)
+        ms = (row.timeout_s if row else 0) * 1000 + self.lease_margin_ms
+        while not await self.redis.set(key, self.consumer, nx=True, px=ms):
             if not wait:
                 return False
             # Another process sends for it: wait for its lease (it may have died) rather than lose the entry.
             ttl = await self.redis.pttl(key)
             await asyncio.sleep(min(max(ttl, 10), 500) / 1000)
+        self._lease_until[sid] = time.monotonic() + ms / 1000
         return True
 
     async def _renew(self, sid: str, row: SubscriptionRow) -> None:
-        await self.redis.eval(_RENEW, 1, self.lease_prefix + sid, self.consumer,
-                              row.timeout_s * 1000 + self.lease_margin_ms)
+        """Extend before a send unless more than a send's worth (plus half the margin) is left."""
+        needed = row.timeout_s + self.lease_margin_ms / 2000
+        if self._lease_until.get(sid, 0) - time.monotonic() > needed:
+            return
+        ms = row.timeout_s * 1000 + self.lease_margin_ms
+        if not await self.redis.eval(_RENEW, 1, self.lease_prefix + sid, self.consumer, ms):
+            raise LeaseLost(sid)  # expired while we were slow: someone else may be sending now
+        self._lease_until[sid] = time.monotonic() + ms / 1000
 
     async def _release(self, sid: str) -> None:
+        self._lease_until.pop(sid, None)
         try:
             await self.redis.eval(_RELEASE, 1, self.lease_prefix + sid, self.consumer)
         except RedisError:
             pass  # it expires by itself
 
     def _done(self, sid: str, completed: bool) -> None:
-        entries = self._entries.pop(sid, [])
-        if entries and completed and self.redis is not None:
-            task = asyncio.create_task(self._ack(entries))
+        """An entry is acknowledged once every subscription it named completed here; a failed one
+        leaves it pending, to be reclaimed (and its other subscriptions found with nothing left)."""
+        finished = []
+        for entry_id in self._entries.pop(sid, []):
+            if not completed:
+                self._waiting.pop(entry_id, None)
+            elif entry_id in self._waiting:
+                self._waiting[entry_id] -= 1
+                if self._waiting[entry_id] == 0:
+                    del self._waiting[entry_id]
+                    finished.append(entry_id)
+        if finished and self.redis is not None:
+            task = asyncio.create_task(self._ack(finished))
             self._publishing.add(task)
             task.add_done_callback(self._publishing.discard)
 

@@ -75,9 +75,9 @@ def _focus_entry(base_url: str, event: EventRecord, focus: StoredResource | None
     entry: dict = {"fullUrl": f"{base_url}/{event.rtype}/{event.rid}"}
     if full and focus is not None and focus.body is not None:
         entry["resource"] = parse_json(focus.body)
-    if focus is not None and focus.body is None:
+    if event.interaction == "delete":
         entry["request"], entry["response"] = {"method": "DELETE", "url": f"{event.rtype}/{event.rid}"}, {"status": "204"}
-    elif event.vid == 1:
+    elif event.interaction == "create":
         entry["request"], entry["response"] = {"method": "POST", "url": event.rtype}, {"status": "201"}
     else:
         entry["request"], entry["response"] = {"method": "PUT", "url": f"{event.rtype}/{event.rid}"}, {"status": "200"}

@@ -83,24 +83,23 @@ class EventRecorder:
         if not topics:
             return
         # Subscribers first (one indexed lookup): with none, the triggers need not be evaluated.
-        subscribers = await tx.subscriptions_for([t.url for t in topics])
+        subscribers = await tx.subscribers([t.url for t in topics])
         if not subscribers:
             return
-        wanted = {s.topic for s in subscribers}
+        wanted = {topic for _, topic, _ in subscribers}
         before = parse_json(previous.body) if previous is not None and previous.body else None
         interaction = "delete" if canonical is None else "create" if before is None else "update"
         fired = {t.url for t in topics if t.url in wanted and t.fires(rtype, interaction, before, canonical)}
-        subscribers = [s for s in subscribers if s.topic in fired]
-        if not subscribers:
+        if not fired:
             return
         if index is None:  # a deletion: filters test what was deleted
             index = index_resource(self.registry, rtype, before, self.local_base) if before else IndexRows()
-        woken = []
-        for sub in subscribers:
-            if matches(sub.filters, rtype, index):
-                await tx.append_event(sub.id, stored.last_updated_us, sub.topic, rtype, stored.rid, stored.vid)
-                woken.append(sub.id)
-        if woken:
+        chosen = [(sid, topic) for sid, topic, filters in subscribers
+                  if topic in fired and matches(filters, rtype, index)]
+        if chosen:
+            await tx.append_events(chosen, stored.last_updated_us, rtype, stored.rid, stored.vid, stored.seq,
+                                   interaction)
+            woken = [sid for sid, _ in chosen]
             tx.on_commit(lambda: self._wake(woken))
 
     async def _save_subscription(self, tx: Transaction, stored: StoredResource, row: SubscriptionRow | None,

@@ -71,7 +71,7 @@ class SubscriptionService:
             if last >= first else []
         shown, _ = await self.delivery.decide(ctx.caller, events, content)
         if content == "full-resource":
-            released = await self.core.access.release(ctx, [d.focus for d in shown if d.focus.body])
+            released = await self.core.access.release(ctx, [d.focus for d in shown if d.focus.body is not None])
             by_key = {(r.rtype, r.rid): r for r in released}
             shown = [type(d)(d.event, by_key.get((d.focus.rtype, d.focus.rid), d.focus)) for d in shown]
         return notification_bundle(ctx.base_url, row, "query-event", shown, content)

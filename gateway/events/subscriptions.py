@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from functools import lru_cache
 from urllib.parse import parse_qsl, urlsplit
 
 from gateway.errors import InvalidResource, Issue
@@ -139,9 +140,14 @@ class SubscriptionRules:
         return value
 
 
+@lru_cache(maxsize=4096)
+def _parsed(filters_json: str) -> tuple:
+    return tuple((ftype, name, ptype, tuple(values)) for ftype, name, ptype, values in json.loads(filters_json))
+
+
 def matches(filters_json: str, rtype: str, index: IndexRows) -> bool:
     """Every filter on ``rtype`` has one of its values among the version's index values."""
-    for ftype, name, ptype, values in json.loads(filters_json):
+    for ftype, name, ptype, values in _parsed(filters_json):
         if ftype != rtype:
             continue
         if ptype == "reference":

@@ -28,8 +28,8 @@ from gateway.validation.validator import Validator, parse_required
 
 class FhirServer:
     def __init__(self, settings: Settings, store: Store, registry: SearchRegistry | None = None,
-                 notify_transport=None):
-        """``notify_transport``: an httpx transport for notifications (tests); None: the network."""
+                 notify_sender=None):
+        """``notify_sender``: what POSTs notifications (tests stand in a receiver); None: the network."""
         self.settings = settings
         self.store = store
         self.registry = registry or SearchRegistry.load(settings.profiles_dir, SUPPORTED_TYPES)
@@ -47,7 +47,7 @@ class FhirServer:
         delivery = Delivery(store, self.access, self.audit, self.subscriptions.set_status, settings.public_base,
                             DeliverySettings(settings.notify_retry_base, settings.notify_retry_max,
                                              settings.notify_retry_horizon,
-                                             settings.notify_signing_key.encode() or None), notify_transport)
+                                             settings.notify_signing_key.encode() or None), notify_sender)
         self.subscriptions.delivery = delivery
         retention = settings.event_retention_days * 86400
         if settings.redis_url:

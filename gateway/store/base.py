@@ -114,12 +114,13 @@ class Transaction(Reader):
     async def load_subscription(self, sub: str) -> SubscriptionRow | None: ...
 
     @abstractmethod
-    async def subscriptions_for(self, topics: list[str]) -> list[SubscriptionRow]:
-        """Subscriptions to these topics that number events (every state but off)."""
+    async def subscribers(self, topics: list[str]) -> list[tuple[str, str, str]]:
+        """(id, topic, filters) of the subscriptions to these topics that number events (all but off)."""
 
     @abstractmethod
-    async def append_event(self, sub: str, recorded_us: int, topic: str, rtype: str, rid: str, vid: int) -> int:
-        """The subscription's next event, about this resource version; returns its number."""
+    async def append_events(self, subs: list[tuple[str, str]], recorded_us: int, rtype: str, rid: str, vid: int,
+                            seq: int, interaction: str) -> None:
+        """The next event of each (subscription, topic), about this resource version."""
 
     @abstractmethod
     async def record_delivery(self, sub: str, delivered: int, withheld: list[int], sent_us: int) -> None:

@@ -103,7 +103,7 @@ class SubscriptionRow:
     heartbeat_s: int = 0  # 0: no heartbeats
     timeout_s: int = 10
     max_count: int = 20  # events per notification
-    filters: str = "[]"  # JSON [[type, param, [values]], ...]: every param must match one of its values
+    filters: str = "[]"  # JSON [[type, param, param type, [values]], ...]: each param matches one of its values
     client: str = ""  # the client that subscribed (access log)
     events: int = 0  # events-since-subscription-start: the last event number handed out
     delivered: int = 0  # every event up to this number was delivered (or withheld)
@@ -117,7 +117,8 @@ class SubscriptionRow:
 
 @dataclass(frozen=True, slots=True)
 class EventRecord:
-    """One event of one subscription: number ``number`` in its sequence, about a resource version."""
+    """One event of one subscription: number ``number`` in its sequence, about a resource version
+    (``seq``: the store's version sequence) that an ``interaction`` (create, update, delete) made."""
 
     subscription: str
     number: int
@@ -126,4 +127,6 @@ class EventRecord:
     rtype: str
     rid: str
     vid: int
+    seq: int
+    interaction: str
     withheld: bool = False

@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS subscriptions (
 CREATE INDEX IF NOT EXISTS subscriptions_topic ON subscriptions (topic, state);
 CREATE TABLE IF NOT EXISTS subscription_events (
     sub TEXT NOT NULL, number INTEGER NOT NULL, recorded INTEGER NOT NULL, topic TEXT NOT NULL,
-    rtype TEXT NOT NULL, rid TEXT NOT NULL, vid INTEGER NOT NULL, withheld INTEGER NOT NULL DEFAULT 0,
+    rtype TEXT NOT NULL, rid TEXT NOT NULL, vid INTEGER NOT NULL, seq INTEGER NOT NULL, interaction TEXT NOT NULL,
+    withheld INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (sub, number)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS subscription_events_recorded ON subscription_events (recorded);
@@ -62,11 +63,11 @@ def load_subscription(conn: sqlite3.Connection, sub: str) -> SubscriptionRow | N
     return _row(found) if found else None
 
 
-def subscriptions_for(conn: sqlite3.Connection, topics: list[str]) -> list[SubscriptionRow]:
-    """Subscriptions that number events of these topics: all but those switched off."""
+def subscribers(conn: sqlite3.Connection, topics: list[str]) -> list[tuple[str, str, str]]:
+    """(id, topic, filters) of the subscriptions that number events of these topics: all but those off."""
     marks = ",".join("?" * len(topics))
-    return [_row(r) for r in conn.execute(
-        f"SELECT {_COLUMNS} FROM subscriptions WHERE topic IN ({marks}) AND state != 'off'", topics)]
+    return conn.execute(f"SELECT id, topic, filters FROM subscriptions WHERE topic IN ({marks}) AND state != 'off'",
+                        topics).fetchall()
 
 
 def all_subscriptions(conn: sqlite3.Connection, organization: str | None) -> list[SubscriptionRow]:
@@ -76,20 +77,22 @@ def all_subscriptions(conn: sqlite3.Connection, organization: str | None) -> lis
                                           (organization,))]
 
 
-def append_event(conn: sqlite3.Connection, sub: str, recorded_us: int, topic: str, rtype: str, rid: str,
-                 vid: int) -> int:
-    number = conn.execute("UPDATE subscriptions SET events = events + 1 WHERE id = ? RETURNING events",
-                          (sub,)).fetchone()[0]
-    conn.execute("INSERT INTO subscription_events (sub, number, recorded, topic, rtype, rid, vid) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?)", (sub, number, recorded_us, topic, rtype, rid, vid))
-    return number
+def append_events(conn: sqlite3.Connection, subs: list[tuple[str, str]], recorded_us: int, rtype: str, rid: str,
+                  vid: int, seq: int, interaction: str) -> None:
+    """The next event of each (subscription, topic), about one resource version: two statements."""
+    topic_of = dict(subs)
+    numbers = conn.execute(f"UPDATE subscriptions SET events = events + 1 WHERE id IN ({','.join('?' * len(subs))}) "
+                           "RETURNING id, events", list(topic_of)).fetchall()
+    conn.executemany("INSERT INTO subscription_events (sub, number, recorded, topic, rtype, rid, vid, seq, "
+                     "interaction) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     [(sid, n, recorded_us, topic_of[sid], rtype, rid, vid, seq, interaction) for sid, n in numbers])
 
 
 def events_between(conn: sqlite3.Connection, sub: str, first: int, last: int, limit: int) -> list[EventRecord]:
     rows = conn.execute(
-        "SELECT sub, number, recorded, topic, rtype, rid, vid, withheld FROM subscription_events "
+        "SELECT sub, number, recorded, topic, rtype, rid, vid, seq, interaction, withheld FROM subscription_events "
         "WHERE sub = ? AND number BETWEEN ? AND ? ORDER BY number LIMIT ?", (sub, first, last, limit)).fetchall()
-    return [EventRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in rows]
+    return [EventRecord(*r[:9], bool(r[9])) for r in rows]
 
 
 def record_delivery(conn: sqlite3.Connection, sub: str, delivered: int, withheld: list[int], sent_us: int) -> None:
@@ -141,11 +144,12 @@ class TransactionEvents:
     async def load_subscription(self, sub: str) -> SubscriptionRow | None:
         return load_subscription(self._conn, sub)
 
-    async def subscriptions_for(self, topics: list[str]) -> list[SubscriptionRow]:
-        return subscriptions_for(self._conn, topics)
+    async def subscribers(self, topics: list[str]) -> list[tuple[str, str, str]]:
+        return subscribers(self._conn, topics)
 
-    async def append_event(self, sub: str, recorded_us: int, topic: str, rtype: str, rid: str, vid: int) -> int:
-        return append_event(self._conn, sub, recorded_us, topic, rtype, rid, vid)
+    async def append_events(self, subs: list[tuple[str, str]], recorded_us: int, rtype: str, rid: str, vid: int,
+                            seq: int, interaction: str) -> None:
+        append_events(self._conn, subs, recorded_us, rtype, rid, vid, seq, interaction)
 
     async def record_delivery(self, sub: str, delivered: int, withheld: list[int], sent_us: int) -> None:
         record_delivery(self._conn, sub, delivered, withheld, sent_us)
