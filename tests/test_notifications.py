@@ -430,3 +430,29 @@ async def test_lusen_the_municipality_is_notified_of_the_admission_with_the_noti
         assert shown["id"] == enc["id"]
         assert lusen.REASON not in note.body.decode()  # the stay, not its clinical content
         assert receiver.numbers(HOOK_2) == []  # another municipality: not its resident
+
+
+async def test_a_dead_receiver_does_not_hold_up_other_subscriptions(hub):
+    await subscribe(hub, REGION, subscription(endpoint=HOOK_2))
+    await subscribe(hub, KOMMUN, subscription(endpoint=HOOK, content="empty"))
+    hub.receiver.answer[HOOK_2] = "down"
+    for _ in range(3):
+        await new_task(hub)
+    await hub.receiver.wait(lambda: hub.receiver.attempts.get(HOOK_2, 0) >= 3)  # handshake + 2 failures
+    await hub.share()
+    await new_task(hub)  # KOMMUN saw none of the first three (no consent then): withheld
+    await hub.receiver.wait(lambda: hub.receiver.numbers(HOOK) == [4], timeout=5)
+    assert hub.receiver.numbers(HOOK_2) == []  # still down, retried on its own
+
+
+async def test_a_subscription_past_its_end_gets_no_more_events_and_is_switched_off(hub):
+    from datetime import datetime, timedelta, timezone
+    end = (datetime.now(timezone.utc) + timedelta(seconds=3)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+    sub = await subscribe(hub, REGION, subscription(endpoint=HOOK_2) | {"end": end})
+    await new_task(hub)
+    await hub.receiver.wait(lambda: hub.receiver.numbers(HOOK_2) == [1])
+    off = await wait_status(hub, REGION, sub["id"], ("off",), timeout=10)
+    assert off["status"] == "off"
+    await new_task(hub)
+    await hub.engine.idle()
+    assert hub.receiver.numbers(HOOK_2) == [1]

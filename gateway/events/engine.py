@@ -134,7 +134,12 @@ class Engine:
             try:
                 now = now_us()
                 for row in await self.store.subscriptions():
-                    if row.id not in self._tasks and _has_work(row, now):
+                    if row.id in self._tasks:
+                        continue
+                    if row.ends_us and now >= row.ends_us and row.state != "off" and row.delivered >= row.events:
+                        # Subscription.end passed and nothing is left to send: the server switches it off.
+                        await self.delivery.set_status(row.id, "off", row.state, row.endpoint, "")
+                    elif _has_work(row, now):
                         self._ensure(row.id, wait=False)
                 if now / 1e6 - pruned_at >= PRUNE_EVERY_S:
                     pruned_at = now / 1e6

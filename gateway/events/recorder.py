@@ -83,7 +83,7 @@ class EventRecorder:
         if not topics:
             return
         # Subscribers first (one indexed lookup): with none, the triggers need not be evaluated.
-        subscribers = await tx.subscribers([t.url for t in topics])
+        subscribers = await tx.subscribers([t.url for t in topics], stored.last_updated_us)
         if not subscribers:
             return
         wanted = {topic for _, topic, _ in subscribers}

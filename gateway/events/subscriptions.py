@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 from gateway.errors import InvalidResource, Issue
 from gateway.events.topics import Topic, TopicCatalog
 from gateway.fhir.references import parse_reference
+from gateway.search.dates import parse_instant
 from gateway.search.registry import SearchRegistry
 from gateway.store.records import IndexRows, SubscriptionRow
 
@@ -90,7 +91,8 @@ class SubscriptionRules:
         return SubscriptionRow(
             sid, topic.url, organization, resource.get("status", "requested"), endpoint, content, headers,
             heartbeat, timeout, min(max_count, MAX_EVENTS_PER_NOTIFICATION),
-            json.dumps([item for f in filters for item in f]), client)
+            json.dumps([item for f in filters for item in f]), client,
+            ends_us=parse_instant(resource["end"]) if isinstance(resource.get("end"), str) else 0)
 
     def _topic(self, criteria: object) -> Topic:
         topic = self.topics.by_url.get(criteria) if isinstance(criteria, str) else None

@@ -114,8 +114,9 @@ class Transaction(Reader):
     async def load_subscription(self, sub: str) -> SubscriptionRow | None: ...
 
     @abstractmethod
-    async def subscribers(self, topics: list[str]) -> list[tuple[str, str, str]]:
-        """(id, topic, filters) of the subscriptions to these topics that number events (all but off)."""
+    async def subscribers(self, topics: list[str], now_us: int) -> list[tuple[str, str, str]]:
+        """(id, topic, filters) of the subscriptions to these topics that number events at ``now_us``
+        (all but those off or past their end)."""
 
     @abstractmethod
     async def append_events(self, subs: list[tuple[str, str]], recorded_us: int, rtype: str, rid: str, vid: int,

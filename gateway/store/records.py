@@ -113,6 +113,7 @@ class SubscriptionRow:
     next_attempt_us: int = 0
     last_sent_us: int = 0  # last notification of any kind (heartbeats are due after silence)
     error: str = ""
+    ends_us: int = 0  # Subscription.end: no events after it, then off (0: no end)
 
 
 @dataclass(frozen=True, slots=True)

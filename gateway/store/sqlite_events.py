@@ -19,7 +19,8 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     max_count INTEGER NOT NULL, filters TEXT NOT NULL, client TEXT NOT NULL,
     events INTEGER NOT NULL DEFAULT 0, delivered INTEGER NOT NULL DEFAULT 0, withheld INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0, failing_since INTEGER NOT NULL DEFAULT 0,
-    next_attempt INTEGER NOT NULL DEFAULT 0, last_sent INTEGER NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT ''
+    next_attempt INTEGER NOT NULL DEFAULT 0, last_sent INTEGER NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '',
+    ends INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS subscriptions_topic ON subscriptions (topic, state);
 CREATE TABLE IF NOT EXISTS subscription_events (
@@ -32,7 +33,7 @@ CREATE INDEX IF NOT EXISTS subscription_events_recorded ON subscription_events (
 """
 
 _COLUMNS = ("id, topic, org, state, endpoint, content, headers, heartbeat, timeout, max_count, filters, client, "
-            "events, delivered, withheld, attempts, failing_since, next_attempt, last_sent, error")
+            "events, delivered, withheld, attempts, failing_since, next_attempt, last_sent, error, ends")
 
 
 def _row(r: tuple) -> SubscriptionRow:
@@ -43,14 +44,15 @@ def save_subscription(conn: sqlite3.Connection, row: SubscriptionRow, restart: b
     """Insert or change a subscription's channel; its counters stay. ``restart``: a new handshake
     and a clean retry state (the client activated it again)."""
     conn.execute(
-        f"INSERT INTO subscriptions ({_COLUMNS}) VALUES ({', '.join('?' * 20)}) ON CONFLICT (id) DO UPDATE SET "
+        f"INSERT INTO subscriptions ({_COLUMNS}) VALUES ({', '.join('?' * 21)}) ON CONFLICT (id) DO UPDATE SET "
         "topic = excluded.topic, org = excluded.org, state = excluded.state, endpoint = excluded.endpoint, "
         "content = excluded.content, headers = excluded.headers, heartbeat = excluded.heartbeat, "
         "timeout = excluded.timeout, max_count = excluded.max_count, filters = excluded.filters, "
-        "client = excluded.client" + (", attempts = 0, failing_since = 0, next_attempt = 0, error = ''"
+        "client = excluded.client, ends = excluded.ends" + (", attempts = 0, failing_since = 0, next_attempt = 0, error = ''"
                                       if restart else ""),
         (row.id, row.topic, row.organization, row.state, row.endpoint, row.content, json.dumps(list(row.headers)),
-         row.heartbeat_s, row.timeout_s, row.max_count, row.filters, row.client, 0, 0, 0, 0, 0, 0, 0, ""))
+         row.heartbeat_s, row.timeout_s, row.max_count, row.filters, row.client, 0, 0, 0, 0, 0, 0, 0, "",
+         row.ends_us))
 
 
 def drop_subscription(conn: sqlite3.Connection, sub: str) -> None:
@@ -63,11 +65,12 @@ def load_subscription(conn: sqlite3.Connection, sub: str) -> SubscriptionRow | N
     return _row(found) if found else None
 
 
-def subscribers(conn: sqlite3.Connection, topics: list[str]) -> list[tuple[str, str, str]]:
-    """(id, topic, filters) of the subscriptions that number events of these topics: all but those off."""
+def subscribers(conn: sqlite3.Connection, topics: list[str], now_us: int) -> list[tuple[str, str, str]]:
+    """(id, topic, filters) of the subscriptions that number events of these topics: all but those
+    off or past their end."""
     marks = ",".join("?" * len(topics))
-    return conn.execute(f"SELECT id, topic, filters FROM subscriptions WHERE topic IN ({marks}) AND state != 'off'",
-                        topics).fetchall()
+    return conn.execute(f"SELECT id, topic, filters FROM subscriptions WHERE topic IN ({marks}) AND state != 'off' "
+                        "AND (ends = 0 OR ends > ?)", [*topics, now_us]).fetchall()
 
 
 def all_subscriptions(conn: sqlite3.Connection, organization: str | None) -> list[SubscriptionRow]:
@@ -144,8 +147,8 @@ class TransactionEvents:
     async def load_subscription(self, sub: str) -> SubscriptionRow | None:
         return load_subscription(self._conn, sub)
 
-    async def subscribers(self, topics: list[str]) -> list[tuple[str, str, str]]:
-        return subscribers(self._conn, topics)
+    async def subscribers(self, topics: list[str], now_us: int) -> list[tuple[str, str, str]]:
+        return subscribers(self._conn, topics, now_us)
 
     async def append_events(self, subs: list[tuple[str, str]], recorded_us: int, rtype: str, rid: str, vid: int,
                             seq: int, interaction: str) -> None:
