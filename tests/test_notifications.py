@@ -447,11 +447,11 @@ async def test_a_dead_receiver_does_not_hold_up_other_subscriptions(hub):
 
 async def test_a_subscription_past_its_end_gets_no_more_events_and_is_switched_off(hub):
     from datetime import datetime, timedelta, timezone
-    end = (datetime.now(timezone.utc) + timedelta(seconds=3)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+    end = (datetime.now(timezone.utc) + timedelta(seconds=4)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
     sub = await subscribe(hub, REGION, subscription(endpoint=HOOK_2) | {"end": end})
     await new_task(hub)
     await hub.receiver.wait(lambda: hub.receiver.numbers(HOOK_2) == [1])
-    off = await wait_status(hub, REGION, sub["id"], ("off",), timeout=10)
+    off = await wait_status(hub, REGION, sub["id"], ("off",), timeout=15)
     assert off["status"] == "off"
     await new_task(hub)
     await hub.engine.idle()
