@@ -91,7 +91,8 @@ class Gateway:
         self.log = workdir / f"gateway-{engine}.log"
         self.env = {"GATEWAY_DB": str(workdir / f"{engine}.sqlite"), "GATEWAY_SECURITY": "off",
                     "GATEWAY_PORT": str(self.port), "GATEWAY_NOTIFY_TICK": "0.2",
-                    "GATEWAY_NOTIFY_RETRY_MAX": str(retry_max), "GATEWAY_LOG_LEVEL": "warning"}
+                    "GATEWAY_NOTIFY_RETRY_MAX": str(retry_max), "GATEWAY_LOG_LEVEL": "warning",
+                    "GATEWAY_NOTIFY_HTTP_LOOPBACK": "on"}
         if engine == "redis":
             self.env |= {"GATEWAY_REDIS_URL": os.environ.get("GATEWAY_REDIS_URL", "redis://127.0.0.1:6379/14"),
                          "GATEWAY_REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}", "GATEWAY_NOTIFY_CLAIM_IDLE": "2",

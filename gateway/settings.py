@@ -23,6 +23,7 @@
 | GATEWAY_REDIS_PREFIX | samverkan | prefix of the stream and lease keys (one per store) |
 | GATEWAY_NOTIFY_DELIVER | on | `off`: this process only publishes events (others, e.g. `gateway worker`, deliver); Redis only |
 | GATEWAY_NOTIFY_CLAIM_IDLE / _LEASE_MARGIN | 5 / 5 | seconds before a dead process's stream entries are reclaimed / its lease outlives a send |
+| GATEWAY_NOTIFY_HTTP_LOOPBACK | off | `on`: Subscriptions may use plain http to a loopback address (development only) |
 | GATEWAY_NOTIFY_SIGNING_KEY | (none) | if set, notifications carry `X-Samverkan-Signature: t=…,v1=HMAC-SHA256(key, "t.body")` |
 """
 from __future__ import annotations
@@ -64,6 +65,7 @@ class Settings:
     redis_url: str = field(default="", repr=False)  # may carry a password
     redis_prefix: str = "samverkan"
     notify_deliver: bool = True
+    notify_http_loopback: bool = False
     notify_claim_idle: float = 5.0
     notify_lease_margin: float = 5.0
 
@@ -100,6 +102,7 @@ class Settings:
             redis_url=_env("REDIS_URL", ""),
             redis_prefix=_env("REDIS_PREFIX", cls.redis_prefix),
             notify_deliver=_env("NOTIFY_DELIVER", "on").lower() not in ("off", "false", "0"),
+            notify_http_loopback=_env("NOTIFY_HTTP_LOOPBACK", "off").lower() in ("on", "true", "1"),
             notify_claim_idle=float(_env("NOTIFY_CLAIM_IDLE", str(cls.notify_claim_idle))),
             notify_lease_margin=float(_env("NOTIFY_LEASE_MARGIN", str(cls.notify_lease_margin))),
         )

@@ -93,7 +93,7 @@ def cluster(tmp_path):
     env = {**os.environ, "GATEWAY_DB": str(tmp_path / "g.sqlite"), "GATEWAY_SECURITY": "off",
            "GATEWAY_REDIS_URL": url, "GATEWAY_REDIS_PREFIX": prefix, "GATEWAY_NOTIFY_TICK": "0.2",
            "GATEWAY_NOTIFY_CLAIM_IDLE": "1", "GATEWAY_NOTIFY_LEASE_MARGIN": "1", "GATEWAY_PORT": str(port),
-           "GATEWAY_LOG_LEVEL": "warning"}
+           "GATEWAY_LOG_LEVEL": "warning", "GATEWAY_NOTIFY_HTTP_LOOPBACK": "on"}
     log = open(tmp_path / "processes.log", "w")
     procs = {"serve": start(["serve"], {**env, "GATEWAY_NOTIFY_DELIVER": "off"}, log)}
     base = f"http://127.0.0.1:{port}/fhir"

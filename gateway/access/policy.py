@@ -178,18 +178,20 @@ class AccessPolicy:
         return False
 
     async def visible(self, ctx: RequestContext | None, resources: list[StoredResource],
-                      lusen: bool = False) -> list[StoredResource]:
-        """Those of ``resources`` the caller may see, in order (``lusen``: LUSEN notices too)."""
+                      lusen: bool = False, reader: Store | Transaction | None = None) -> list[StoredResource]:
+        """Those of ``resources`` the caller may see, in order (``lusen``: LUSEN notices too);
+        ``reader``: a transaction, to judge by what it has written (notification events)."""
         caller = ctx.caller if ctx else None
         if caller is None:
             return resources
+        reader = reader or self.store
         org = caller.organization
         patients = {r.patient for r in resources if r.patient and not _own_or_open(r, org)}
-        granted = await self.store.has_grant(org, sorted(patients), now_us()) if patients else set()
+        granted = await reader.has_grant(org, sorted(patients), now_us()) if patients else set()
         seen = [_own_or_open(r, org) or bool(r.patient and r.patient in granted) for r in resources]
         if lusen and not all(seen):
             keys = [(r.rtype, r.rid) for r, ok in zip(resources, seen) if not ok and r.rtype in notice.NOTICE_TYPES]
-            noticed = await self.store.notice_visible(org, keys) if keys else set()
+            noticed = await reader.notice_visible(org, keys) if keys else set()
             seen = [ok or (r.rtype, r.rid) in noticed for r, ok in zip(resources, seen)]
         return [r for r, ok in zip(resources, seen) if ok]
 
@@ -217,7 +219,9 @@ class AccessPolicy:
         caller = ctx.caller if ctx else None
         if caller is None or not patient or rtype == "Patient":
             return
-        if current is not None and not current.deleted and (current.patient or "") != patient:
+        # Also across a deletion: the older versions stay readable by the person's parties, judged
+        # by the resource's patient, so bringing it back about someone else would hand them over.
+        if current is not None and (current.patient or "") != patient:
             raise InvalidResource(f"{rtype}/{current.rid} is about another person; a resource cannot be moved "
                                   "to another patient: create a new one.")
         found = await tx.read("Patient", patient)  # a Patient created earlier in the same transaction counts

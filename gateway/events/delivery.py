@@ -42,8 +42,16 @@ SIGNATURE_HEADER = "X-Samverkan-Signature"
 # The subscriber's own token decided what it may subscribe to; delivery asks only "may it see this".
 _READ_ALL = ScopeSet.parse("system/*.rs")
 
-# (subscription id, new state, state it must still be in, endpoint it must still have, error text)
-StatusWriter = Callable[[str, str, str, str, str], Awaitable[bool]]
+# (new state, the subscription as judged: applied only if still in that state with that channel, error text)
+StatusWriter = Callable[[str, SubscriptionRow, str], Awaitable[bool]]
+
+
+class ClientLookup(Protocol):
+    """The registered clients (``gateway.auth.registry.ClientRegistry``)."""
+
+    def is_revoked(self, client_id: str) -> bool: ...
+
+    def get(self, client_id: str): ...
 
 
 class Sender(Protocol):
@@ -85,7 +93,8 @@ class DeliverySettings:
 
 class Delivery:
     def __init__(self, store: Store, access: AccessPolicy, audit: AuditLog, set_status: StatusWriter,
-                 base_url: str, settings: DeliverySettings, sender: Sender | None = None):
+                 base_url: str, settings: DeliverySettings, sender: Sender | None = None,
+                 clients: ClientLookup | None = None):
         self.store = store
         self.access = access
         self.audit = audit
@@ -93,19 +102,27 @@ class Delivery:
         self.base_url = base_url
         self.settings = settings
         self.sender = sender or HttpSender()
+        self.clients = clients
+        self._scopes: dict[str, tuple[float, ScopeSet]] = {}  # client → (looked up at, registered scopes)
         self.sent = self.withheld = self.failed = 0  # counters since start (bench, metrics)
 
     async def close(self) -> None:
         await self.sender.close()
+        if self.clients is not None and hasattr(self.clients, "close"):
+            self.clients.close()
 
     async def handshake(self, row: SubscriptionRow) -> None:
+        if await self._revoked(row):
+            return
         error = await self._post(row, notification_bundle(self.base_url, row, "handshake"))
         if error is None:
             await self._record_sent(row)
-        await self.set_status(row.id, "active" if error is None else "error", "requested", row.endpoint,
+        await self.set_status("active" if error is None else "error", row,
                               "" if error is None else f"handshake failed: {error}")
 
     async def heartbeat(self, row: SubscriptionRow) -> None:
+        if await self._revoked(row):
+            return
         error = await self._post(row, notification_bundle(self.base_url, row, "heartbeat"))
         if error is None:
             await self._record_sent(row)
@@ -114,12 +131,14 @@ class Delivery:
 
     async def deliver(self, row: SubscriptionRow) -> None:
         """The next events after the delivered mark (at most max_count), as one notification."""
+        if await self._revoked(row):
+            return
         events = await self.store.subscription_events(row.id, row.delivered + 1, row.events, row.max_count)
         if not events:  # numbered but gone (the subscription was recreated): nothing left to send
             async with self.store.transaction() as tx:
                 await tx.record_delivery(row.id, row.events, [], 0)
             return
-        caller = _subscriber(row)
+        caller = self._subscriber(row)
         shown, withheld = await self.decide(caller, events, row.content)
         sent_at = 0
         if shown:
@@ -147,7 +166,9 @@ class Delivery:
         """Split events into those the subscriber may see now (with the focus version to show) and
         those it may not. A resource it sees only as a LUSEN notice shows its current version."""
         withheld = [e for e in events if e.withheld]
-        live = [e for e in events if not e.withheld]
+        # What the subscriber's token (or its client's registration) may not read is withheld too.
+        live = [e for e in events if not e.withheld and (caller is None or caller.scopes.allows(e.rtype, "r"))]
+        withheld += [e for e in events if not e.withheld and e not in live]
         if caller is None and content != "full-resource":
             return [Delivered(e) for e in live], withheld  # a trusted subscriber, ids only: nothing to read
         ctx = RequestContext(self.base_url, caller=caller)
@@ -173,10 +194,9 @@ class Delivery:
         now = now_us()
         since = row.failing_since_us or now
         if now - since >= self.settings.retry_horizon_s * 1e6:
-            await self.set_status(row.id, "error", "active", row.endpoint,
-                                  f"delivery failed for {self.settings.retry_horizon_s:.0f} s: {error}")
+            await self.set_status("error", row, f"delivery failed for {self.settings.retry_horizon_s:.0f} s: {error}")
             return
-        delay = min(self.settings.retry_base_s * 2 ** row.attempts, self.settings.retry_max_s)
+        delay = min(self.settings.retry_base_s * 2 ** min(row.attempts, 32), self.settings.retry_max_s)
         async with self.store.transaction() as tx:
             await tx.record_failure(row.id, since, now + int(delay * 1e6), error)
 
@@ -198,13 +218,31 @@ class Delivery:
             status = await self.sender.post(row.endpoint, body, headers, row.timeout_s)
         except asyncio.TimeoutError:
             return f"no answer within {row.timeout_s} s"
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientError, OSError, ValueError) as exc:  # ValueError: a URL or header aiohttp refuses
             return f"no response ({type(exc).__name__})"
         if 200 <= status < 300:
             return None
         return f"the endpoint answered HTTP {status}"
 
 
-def _subscriber(row: SubscriptionRow) -> Caller | None:
-    """Who the events go to, as the access decision knows callers ('' : a trusted subscription)."""
-    return Caller(row.client, row.organization, _READ_ALL) if row.organization else None
+    def _subscriber(self, row: SubscriptionRow) -> Caller | None:
+        """Who the events go to, as the access decision knows callers ('': a trusted subscription),
+        with the scopes its client is registered for now."""
+        if not row.organization:
+            return None
+        scopes = _READ_ALL
+        if self.clients is not None and row.client:
+            seen = self._scopes.get(row.client)
+            if seen is None or time.monotonic() - seen[0] > 2.0:
+                client = self.clients.get(row.client)
+                seen = (time.monotonic(), ScopeSet.parse(client.scopes) if client else ScopeSet.parse(""))
+                self._scopes[row.client] = seen
+            scopes = seen[1]
+        return Caller(row.client, row.organization, scopes)
+
+    async def _revoked(self, row: SubscriptionRow) -> bool:
+        """A subscription of a revoked client is switched off: nothing more goes to it."""
+        if self.clients is None or not row.client or not self.clients.is_revoked(row.client):
+            return False
+        await self.set_status("off", row, "the client that created this subscription was revoked")
+        return True

@@ -138,7 +138,7 @@ class Engine:
                         continue
                     if row.ends_us and now >= row.ends_us and row.state != "off" and row.delivered >= row.events:
                         # Subscription.end passed and nothing is left to send: the server switches it off.
-                        await self.delivery.set_status(row.id, "off", row.state, row.endpoint, "")
+                        await self.delivery.set_status("off", row, "")
                     elif _has_work(row, now):
                         self._ensure(row.id, wait=False)
                 if now / 1e6 - pruned_at >= PRUNE_EVERY_S:

@@ -60,12 +60,15 @@ def notification_bundle(base_url: str, row: SubscriptionRow, kind: str, events: 
                 "request": {"method": "GET", "url": f"{base_url}/Subscription/{row.id}/$status"},
                 "response": {"status": "200"}}]
     if content != "empty":
-        seen: set[tuple[str, str]] = set()
+        seen: set[tuple] = set()
         for d in events:
             e = d.event
-            if (e.rtype, e.rid) in seen:  # one entry per resource; every event still names it as focus
+            # id-only: one entry per resource; full-resource: one per version shown, so that a Task
+            # accepted, started and completed in one notification shows all three.
+            key = (e.rtype, e.rid, d.focus.vid if content == "full-resource" and d.focus else 0)
+            if key in seen:
                 continue
-            seen.add((e.rtype, e.rid))
+            seen.add(key)
             entries.append(_focus_entry(base_url, e, d.focus, content == "full-resource"))
     return dumps({"resourceType": "Bundle", "id": str(uuid.uuid4()), "meta": {"profile": [BUNDLE_PROFILE]},
                   "type": "history", "timestamp": format_instant(now_us()), "entry": entries})

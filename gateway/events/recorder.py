@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable, Iterable
 
+from gateway.access.caller import Caller
+from gateway.access.policy import AccessPolicy
+from gateway.access.scopes import ScopeSet
 from gateway.errors import Forbidden, InvalidResource, Issue
 from gateway.events.subscriptions import SubscriptionRules, matches
 from gateway.events.topics import TopicCatalog
@@ -23,15 +26,18 @@ from gateway.store import StoredResource, Transaction
 from gateway.store.records import IndexRows, SubscriptionRow
 
 SUBSCRIPTION = "Subscription"
+READ_ALL = ScopeSet.parse("system/*.rs")  # scopes are the token's business; here only the organisation counts
 CLIENT_STATES = ("requested", "active", "off")
 
 
 class EventRecorder:
-    def __init__(self, topics: TopicCatalog, registry: SearchRegistry, local_base: str | None):
+    def __init__(self, topics: TopicCatalog, registry: SearchRegistry, local_base: str | None,
+                 access: AccessPolicy, allow_http_loopback: bool = False):
         self.topics = topics
+        self.access = access
         self.registry = registry
         self.local_base = local_base
-        self.rules = SubscriptionRules(topics, registry, local_base)
+        self.rules = SubscriptionRules(topics, registry, local_base, allow_http_loopback)
         self._wake: Callable[[Iterable[str]], None] = lambda ids: None
 
     def connect(self, wake: Callable[[Iterable[str]], None]) -> None:
@@ -86,7 +92,7 @@ class EventRecorder:
         subscribers = await tx.subscribers([t.url for t in topics], stored.last_updated_us)
         if not subscribers:
             return
-        wanted = {topic for _, topic, _ in subscribers}
+        wanted = {topic for _, topic, _, _ in subscribers}
         before = parse_json(previous.body) if previous is not None and previous.body else None
         interaction = "delete" if canonical is None else "create" if before is None else "update"
         fired = {t.url for t in topics if t.url in wanted and t.fires(rtype, interaction, before, canonical)}
@@ -94,8 +100,15 @@ class EventRecorder:
             return
         if index is None:  # a deletion: filters test what was deleted
             index = index_resource(self.registry, rtype, before, self.local_base) if before else IndexRows()
-        chosen = [(sid, topic) for sid, topic, filters in subscribers
-                  if topic in fired and matches(filters, rtype, index)]
+        matching = [(sid, topic, org) for sid, topic, filters, org in subscribers
+                    if topic in fired and matches(filters, rtype, index)]
+        # Only what the subscriber may see now gets a number: neither the count nor the gaps may tell
+        # of changes about a person it may not see. (Delivery asks again, for access lost meanwhile.)
+        seeing = {org for org in {o for _, _, o in matching} if not org or await self.access.visible(
+            RequestContext("", caller=Caller("", org, READ_ALL)), [stored], lusen=True, reader=tx)}
+        chosen = [(sid, topic) for sid, topic, org in matching if org in seeing]
+        if len(chosen) < len(matching):  # not numbered, not sent: counted for the operator
+            await tx.count_withheld([sid for sid, _, org in matching if org not in seeing])
         if chosen:
             await tx.append_events(chosen, stored.last_updated_us, rtype, stored.rid, stored.vid, stored.seq,
                                    interaction)

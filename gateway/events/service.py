@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.errors import BadRequest
 from gateway.events.delivery import Delivery
-from gateway.events.notification import notification_bundle, status_bundle
+from gateway.events.notification import Delivered, notification_bundle, status_bundle
 from gateway.events.subscriptions import CONTENTS
 from gateway.fhir.canonical import parse_json
 from gateway.fhir.context import RequestContext
@@ -23,13 +23,16 @@ class SubscriptionService:
         self.store = core.store
         self.delivery = delivery
 
-    async def set_status(self, sid: str, state: str, expected: str, endpoint: str, error: str) -> bool:
-        """The engine's verdict, applied only if the subscription is still as it judged it (a
-        client may have changed the endpoint meanwhile; then that one gets its own handshake)."""
+    async def set_status(self, state: str, judged: SubscriptionRow, error: str) -> bool:
+        """The engine's verdict on ``judged``, applied only if the subscription is still in that
+        state with that channel (a client may have changed it meanwhile: the new channel gets its
+        own handshake)."""
+        sid = judged.id
         async with self.store.transaction() as tx:
             row = await tx.load_subscription(sid)
             current = await tx.read(SUBSCRIPTION, sid)
-            if row is None or row.state != expected or row.endpoint != endpoint or current is None or current.deleted:
+            if row is None or current is None or current.deleted or row.state != judged.state \
+                    or _channel(row) != _channel(judged):
                 return False
             resource = parse_json(current.body)
             resource["status"] = state
@@ -70,10 +73,11 @@ class SubscriptionService:
         events = await self.store.subscription_events(rid, max(first, 1), last, MAX_EVENTS_PER_QUERY) \
             if last >= first else []
         shown, _ = await self.delivery.decide(ctx.caller, events, content)
-        if content == "full-resource":
-            released = await self.core.access.release(ctx, [d.focus for d in shown if d.focus.body is not None])
-            by_key = {(r.rtype, r.rid): r for r in released}
-            shown = [type(d)(d.event, by_key.get((d.focus.rtype, d.focus.rid), d.focus)) for d in shown]
+        if content == "full-resource":  # what a read would show, per version (release logs it)
+            shown = [Delivered(d.event, (await self.core.access.release(ctx, [d.focus]))[0]
+                               if d.focus.body is not None else d.focus) for d in shown]
+        elif content == "id-only" and ctx.audit is not None:  # the ids are disclosed: the access log says so
+            ctx.audit.saw([d.focus for d in shown if d.focus is not None])
         return notification_bundle(ctx.base_url, row, "query-event", shown, content)
 
     async def _readable(self, rid: str, ctx: RequestContext) -> SubscriptionRow:
@@ -91,3 +95,7 @@ class SubscriptionService:
         if number is None:
             raise BadRequest(f"$events {name} must be an event number (a whole number), not '{value}'.")
         return number
+
+
+def _channel(row: SubscriptionRow) -> tuple:
+    return row.topic, row.endpoint, row.headers, row.content, row.filters, row.heartbeat_s, row.timeout_s, row.max_count

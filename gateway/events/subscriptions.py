@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from functools import lru_cache
 from urllib.parse import parse_qsl, urlsplit
 
@@ -31,7 +32,13 @@ CONTENTS = ("empty", "id-only", "full-resource")
 MIME = "application/fhir+json"
 MAX_TIMEOUT_S = 120
 MAX_EVENTS_PER_NOTIFICATION = 100
+MAX_FILTERS, MAX_FILTER_VALUES, MAX_HEADERS = 10, 100, 20  # every write tests every subscriber's filters
 _FILTER_TYPES = ("reference", "token")
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name (RFC 9110 token)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Headers the gateway sets itself: a channel may not change how the request is framed or signed.
+_RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "content-type", "te",
+                               "upgrade", "keep-alive", "expect", "trailer", "x-samverkan-signature"})
 
 
 def _invalid(message: str, path: str) -> InvalidResource:
@@ -54,8 +61,10 @@ def _is_loopback(host: str) -> bool:
 
 
 class SubscriptionRules:
-    def __init__(self, topics: TopicCatalog, registry: SearchRegistry, local_base: str | None):
+    def __init__(self, topics: TopicCatalog, registry: SearchRegistry, local_base: str | None,
+                 allow_http_loopback: bool = False):
         self.topics = topics
+        self.allow_http_loopback = allow_http_loopback
         self.registry = registry
         self.local_base = local_base
 
@@ -67,7 +76,9 @@ class SubscriptionRules:
             raise _invalid(f"Subscription.channel.type '{channel.get('type')}' is not supported here; "
                                   "use rest-hook.", "Subscription.channel.type")
         payload = channel.get("payload", MIME)
-        if payload.split(";")[0].strip() != MIME or "fhirVersion" in payload and "fhirVersion=4.0" not in payload:
+        media, *params = [p.strip() for p in payload.split(";")]
+        versions = [p.split("=", 1)[1].strip() for p in params if p.startswith("fhirVersion=")]
+        if media != MIME or any(v not in ("4.0", "4.0.1") for v in versions):
             raise _invalid(f"Subscription.channel.payload '{payload}' is not supported; use {MIME} "
                                   "(FHIR R4).", "Subscription.channel.payload")
         content = (_extension(channel.get("_payload"), PAYLOAD_CONTENT) or {}).get("valueCode", "id-only")
@@ -76,11 +87,16 @@ class SubscriptionRules:
         endpoint = channel.get("endpoint")
         self._check_endpoint(endpoint, content)
         headers = tuple(channel.get("header") or ())
+        if len(headers) > MAX_HEADERS:
+            raise _invalid(f"At most {MAX_HEADERS} channel headers.", "Subscription.channel.header")
         for h in headers:
-            name, sep, _ = h.partition(":")
-            if not sep or not name.strip() or any(c in h for c in "\r\n") or " " in name.strip():
-                raise _invalid(f"Subscription.channel.header '{name.strip()}…' must be 'Name: value' on "
-                                      "one line.", "Subscription.channel.header")
+            name, sep, value = h.partition(":")
+            if not sep or not _TOKEN.match(name.strip()) or _CONTROL.search(value):
+                raise _invalid(f"Subscription.channel.header '{name.strip()[:40]}…' must be 'Name: value' on one "
+                               "line: a header name, then printable text.", "Subscription.channel.header")
+            if name.strip().lower() in _RESERVED_HEADERS:
+                raise _invalid(f"Subscription.channel.header may not set {name.strip()}: the gateway sets it.",
+                               "Subscription.channel.header")
         heartbeat = (_extension(channel, HEARTBEAT_PERIOD) or {}).get("valueUnsignedInt", 0)
         timeout = (_extension(channel, TIMEOUT) or {}).get("valueUnsignedInt", 10)
         if not 1 <= timeout <= MAX_TIMEOUT_S:
@@ -88,6 +104,9 @@ class SubscriptionRules:
         max_count = (_extension(channel, MAX_COUNT) or {}).get("valuePositiveInt", 20)
         filters = [self._filter(topic, f.get("valueString")) for f in (resource.get("_criteria") or {})
                    .get("extension") or [] if isinstance(f, dict) and f.get("url") == FILTER_CRITERIA]
+        if sum(len(f) for f in filters) > MAX_FILTERS:
+            raise _invalid(f"At most {MAX_FILTERS} filter parameters per subscription.",
+                           "Subscription.criteria.extension")
         return SubscriptionRow(
             sid, topic.url, organization, resource.get("status", "requested"), endpoint, content, headers,
             heartbeat, timeout, min(max_count, MAX_EVENTS_PER_NOTIFICATION),
@@ -102,14 +121,19 @@ class SubscriptionRules:
                                   f"supports ({known}); '{criteria}' is not one.", "Subscription.criteria")
         return topic
 
-    @staticmethod
-    def _check_endpoint(endpoint: object, content: str) -> None:
-        parts = urlsplit(endpoint) if isinstance(endpoint, str) else None
-        if parts is None or parts.scheme not in ("https", "http") or not parts.hostname:
+    def _check_endpoint(self, endpoint: object, content: str) -> None:
+        try:
+            parts = urlsplit(endpoint) if isinstance(endpoint, str) else None
+            valid = parts is not None and parts.scheme in ("https", "http") and bool(parts.hostname) \
+                and (parts.port is None or parts.port > 0) and not _CONTROL.search(endpoint)
+        except ValueError:  # a malformed IPv6 address or port
+            valid = False
+        if not valid:
             raise _invalid("Subscription.channel.endpoint must be an absolute https URL.", "Subscription.channel.endpoint")
-        if parts.scheme == "http" and content == "full-resource" and not _is_loopback(parts.hostname):
-            raise _invalid("full-resource notifications carry patient data: the endpoint must use https "
-                                  "(plain http only to a loopback address, for development).", "Subscription.channel.endpoint")
+        if parts.scheme == "http" and not (self.allow_http_loopback and _is_loopback(parts.hostname)):
+            raise _invalid("Subscription.channel.endpoint must use https: notifications name patients' resources "
+                           "(plain http goes only to a loopback address, and only where the gateway allows it "
+                           "for development: GATEWAY_NOTIFY_HTTP_LOOPBACK=on).", "Subscription.channel.endpoint")
 
     def _filter(self, topic: Topic, text: object) -> list[list]:
         """``Task?owner=Organization/1&status=requested``, ``Task.owner=…`` or ``owner=…`` →
@@ -131,8 +155,13 @@ class SubscriptionRules:
                                       "(equality only, no modifiers).", "Subscription.criteria.extension")
             param = self.registry.get(ftype, name)
             if param is None or param.type not in _FILTER_TYPES or not value:
-                raise _invalid(f"The filter {ftype}.{name} needs a value (a reference or a code).", "Subscription.criteria.extension")
-            out.append([ftype, name, param.type, [self._value(param.type, v) for v in value.split(",")]])
+                raise _invalid(f"The filter {ftype}.{name} needs a value (a reference or a code).",
+                               "Subscription.criteria.extension")
+            values = value.split(",")
+            if len(values) > MAX_FILTER_VALUES:
+                raise _invalid(f"The filter {ftype}.{name} has {len(values)} values; at most {MAX_FILTER_VALUES}.",
+                               "Subscription.criteria.extension")
+            out.append([ftype, name, param.type, [self._value(param.type, v) for v in values]])
         return out
 
     def _value(self, ptype: str, value: str) -> str:
@@ -144,7 +173,7 @@ class SubscriptionRules:
 
 @lru_cache(maxsize=4096)
 def _parsed(filters_json: str) -> tuple:
-    return tuple((ftype, name, ptype, tuple(values)) for ftype, name, ptype, values in json.loads(filters_json))
+    return tuple((ftype, name, ptype, frozenset(values)) for ftype, name, ptype, values in json.loads(filters_json))
 
 
 def matches(filters_json: str, rtype: str, index: IndexRows) -> bool:
@@ -152,20 +181,10 @@ def matches(filters_json: str, rtype: str, index: IndexRows) -> bool:
     for ftype, name, ptype, values in _parsed(filters_json):
         if ftype != rtype:
             continue
-        if ptype == "reference":
-            have = {(t or "", i) for p, t, i in index.references if p == name}
-            ok = any(tuple(v.split("/", 1)) in have if not v.startswith("/")
-                     else any(i == v[1:] for _, i in have) for v in values)
-        else:
-            have = {(s or "", c) for p, s, c in index.tokens if p == name}
-            ok = any(_token_match(v, have) for v in values)
+        if ptype == "reference":  # values are "Type/id", or "/id" for any type
+            ok = any(f"{t or ''}/{i}" in values or f"/{i}" in values for p, t, i in index.references if p == name)
+        else:  # values are "system|code", "|code" (no system) or "code" (any system)
+            ok = any(f"{s or ''}|{c}" in values or c in values for p, s, c in index.tokens if p == name)
         if not ok:
             return False
     return True
-
-
-def _token_match(value: str, have: set[tuple[str, str]]) -> bool:
-    if "|" not in value:
-        return any(c == value for _, c in have)
-    system, code = value.split("|", 1)
-    return (system, code) in have

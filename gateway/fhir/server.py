@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 from gateway.access.audit import AuditLog
 from gateway.access.policy import AccessPolicy
+from gateway.auth.registry import ClientRegistry
 from gateway.events.delivery import Delivery, DeliverySettings
 from gateway.events.engine import LocalEngine
 from gateway.events.recorder import EventRecorder
@@ -40,14 +41,16 @@ class FhirServer:
         self.access = AccessPolicy(store, parser.local_base)
         self.audit = AuditLog(store)
         self.topics = TopicCatalog.load(settings.profiles_dir / "subscription-topics")
-        self.events = EventRecorder(self.topics, self.registry, parser.local_base)
+        self.events = EventRecorder(self.topics, self.registry, parser.local_base, self.access,
+                                    settings.notify_http_loopback)
         self.core = FhirCore(store, self.registry, parser, self.validator, self.conformance, self.access, self.audit,
                              self.events)
         self.subscriptions = SubscriptionService(self.core)
         delivery = Delivery(store, self.access, self.audit, self.subscriptions.set_status, settings.public_base,
                             DeliverySettings(settings.notify_retry_base, settings.notify_retry_max,
                                              settings.notify_retry_horizon,
-                                             settings.notify_signing_key.encode() or None), notify_sender)
+                                             settings.notify_signing_key.encode() or None), notify_sender,
+                            ClientRegistry(settings.db_path) if settings.security != "off" else None)
         self.subscriptions.delivery = delivery
         retention = settings.event_retention_days * 86400
         if settings.redis_url:

@@ -98,6 +98,14 @@ class Transaction(Reader):
         """Patients any of these organisations holds a notice row for."""
 
     @abstractmethod
+    async def has_grant(self, organization: str, patients: list[str], now_us: int) -> set[str]:
+        """``Store.has_grant`` as this transaction sees it (its own grant changes included)."""
+
+    @abstractmethod
+    async def notice_visible(self, organization: str, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """``Store.notice_visible`` as this transaction sees it."""
+
+    @abstractmethod
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once this transaction's writes are durable (not at all if it rolls back)."""
 
@@ -114,14 +122,18 @@ class Transaction(Reader):
     async def load_subscription(self, sub: str) -> SubscriptionRow | None: ...
 
     @abstractmethod
-    async def subscribers(self, topics: list[str], now_us: int) -> list[tuple[str, str, str]]:
-        """(id, topic, filters) of the subscriptions to these topics that number events at ``now_us``
-        (all but those off or past their end)."""
+    async def subscribers(self, topics: list[str], now_us: int) -> list[tuple[str, str, str, str]]:
+        """(id, topic, filters, organisation) of the subscriptions to these topics that number events
+        at ``now_us`` (all but those off or past their end)."""
 
     @abstractmethod
     async def append_events(self, subs: list[tuple[str, str]], recorded_us: int, rtype: str, rid: str, vid: int,
                             seq: int, interaction: str) -> None:
         """The next event of each (subscription, topic), about this resource version."""
+
+    @abstractmethod
+    async def count_withheld(self, subs: list[str]) -> None:
+        """One more event each of these subscriptions' organisations may not see (not numbered)."""
 
     @abstractmethod
     async def record_delivery(self, sub: str, delivered: int, withheld: list[int], sent_us: int) -> None:
@@ -209,7 +221,7 @@ class Store(Reader):
 
     @abstractmethod
     async def prune_events(self, before_us: int) -> int:
-        """Forget delivered events recorded before ``before_us``; returns how many."""
+        """Forget events recorded before ``before_us``; returns how many."""
 
     @abstractmethod
     async def save_snapshot(self, snapshot: Snapshot, ttl_seconds: int) -> None: ...

@@ -160,6 +160,12 @@ class SqliteTransaction(events.TransactionEvents, Transaction):
     async def notice_patients(self, organizations: list[str]) -> set[str]:
         return notice_patients(self._conn, organizations)
 
+    async def has_grant(self, organization: str, patients: list[str], now_us: int) -> set[str]:
+        return has_grant(self._conn, organization, patients, now_us)
+
+    async def notice_visible(self, organization: str, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        return notice_visible(self._conn, organization, keys)
+
     async def put(self, version: StoredResource, index: IndexRows | None,
                   access: tuple[str, str] | None = None) -> StoredResource:
         conn = self._conn
@@ -252,6 +258,7 @@ class SqliteStore(AuditTable, events.StoreEvents, Store):
             raise StoreSchemaError(f"The store {self._path} has schema version {version}; this gateway uses "
                                    f"{SCHEMA_VERSION}. Point GATEWAY_DB at a new file (no migration exists yet).")
         conn.executescript(SCHEMA)
+        events.add_missing_columns(conn)
         if version == 1:  # a paged search belongs to the organisation that ran it
             conn.execute("ALTER TABLE search_snapshots ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

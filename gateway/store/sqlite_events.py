@@ -32,6 +32,12 @@ CREATE TABLE IF NOT EXISTS subscription_events (
 CREATE INDEX IF NOT EXISTS subscription_events_recorded ON subscription_events (recorded);
 """
 
+def add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Schema 4 as first written (2026-11-26, before Subscription.end) lacked ``ends``."""
+    if "ends" not in {r[1] for r in conn.execute("PRAGMA table_info(subscriptions)")}:
+        conn.execute("ALTER TABLE subscriptions ADD COLUMN ends INTEGER NOT NULL DEFAULT 0")
+
+
 _COLUMNS = ("id, topic, org, state, endpoint, content, headers, heartbeat, timeout, max_count, filters, client, "
             "events, delivered, withheld, attempts, failing_since, next_attempt, last_sent, error, ends")
 
@@ -56,7 +62,9 @@ def save_subscription(conn: sqlite3.Connection, row: SubscriptionRow, restart: b
 
 
 def drop_subscription(conn: sqlite3.Connection, sub: str) -> None:
-    conn.execute("DELETE FROM subscriptions WHERE id = ?", (sub,))
+    """A deleted Subscription sends nothing more, but keeps its counter: brought back (a PUT to its
+    id), it goes on numbering where it stopped, so a receiver deduping by number loses nothing."""
+    conn.execute("UPDATE subscriptions SET state = 'off', delivered = events WHERE id = ?", (sub,))
     conn.execute("DELETE FROM subscription_events WHERE sub = ?", (sub,))
 
 
@@ -65,11 +73,11 @@ def load_subscription(conn: sqlite3.Connection, sub: str) -> SubscriptionRow | N
     return _row(found) if found else None
 
 
-def subscribers(conn: sqlite3.Connection, topics: list[str], now_us: int) -> list[tuple[str, str, str]]:
-    """(id, topic, filters) of the subscriptions that number events of these topics: all but those
-    off or past their end."""
+def subscribers(conn: sqlite3.Connection, topics: list[str], now_us: int) -> list[tuple[str, str, str, str]]:
+    """(id, topic, filters, org) of the subscriptions that number events of these topics: all but
+    those off or past their end."""
     marks = ",".join("?" * len(topics))
-    return conn.execute(f"SELECT id, topic, filters FROM subscriptions WHERE topic IN ({marks}) AND state != 'off' "
+    return conn.execute(f"SELECT id, topic, filters, org FROM subscriptions WHERE topic IN ({marks}) AND state != 'off' "
                         "AND (ends = 0 OR ends > ?)", [*topics, now_us]).fetchall()
 
 
@@ -109,7 +117,9 @@ def record_delivery(conn: sqlite3.Connection, sub: str, delivered: int, withheld
 
 
 def record_sent(conn: sqlite3.Connection, sub: str, sent_us: int) -> None:
-    conn.execute("UPDATE subscriptions SET last_sent = max(last_sent, ?) WHERE id = ?", (sent_us, sub))
+    """A handshake or heartbeat was answered 2xx: the channel works again."""
+    conn.execute("UPDATE subscriptions SET last_sent = max(last_sent, ?), attempts = 0, failing_since = 0, "
+                 "next_attempt = 0, error = '' WHERE id = ?", (sent_us, sub))
 
 
 def record_failure(conn: sqlite3.Connection, sub: str, failing_since_us: int, next_attempt_us: int,
@@ -123,10 +133,9 @@ def set_state(conn: sqlite3.Connection, sub: str, state: str, error: str) -> Non
 
 
 def prune_events(conn: sqlite3.Connection, before_us: int) -> int:
-    """Forget delivered events recorded before ``before_us`` (undelivered ones stay for $events)."""
-    return conn.execute(
-        "DELETE FROM subscription_events WHERE recorded < ? AND number <= "
-        "(SELECT s.delivered FROM subscriptions s WHERE s.id = subscription_events.sub)", (before_us,)).rowcount
+    """Forget events recorded before ``before_us``, delivered or not: the retention period bounds
+    what ``$events`` can replay and what a subscription long in error keeps waiting."""
+    return conn.execute("DELETE FROM subscription_events WHERE recorded < ?", (before_us,)).rowcount
 
 
 class TransactionEvents:
@@ -147,7 +156,7 @@ class TransactionEvents:
     async def load_subscription(self, sub: str) -> SubscriptionRow | None:
         return load_subscription(self._conn, sub)
 
-    async def subscribers(self, topics: list[str], now_us: int) -> list[tuple[str, str, str]]:
+    async def subscribers(self, topics: list[str], now_us: int) -> list[tuple[str, str, str, str]]:
         return subscribers(self._conn, topics, now_us)
 
     async def append_events(self, subs: list[tuple[str, str]], recorded_us: int, rtype: str, rid: str, vid: int,
@@ -156,6 +165,9 @@ class TransactionEvents:
 
     async def record_delivery(self, sub: str, delivered: int, withheld: list[int], sent_us: int) -> None:
         record_delivery(self._conn, sub, delivered, withheld, sent_us)
+
+    async def count_withheld(self, subs: list[str]) -> None:
+        self._conn.executemany("UPDATE subscriptions SET withheld = withheld + 1 WHERE id = ?", [(s,) for s in subs])
 
     async def record_sent(self, sub: str, sent_us: int) -> None:
         record_sent(self._conn, sub, sent_us)
