@@ -1,10 +1,13 @@
 """Notification latency and durability: from a write's commit to the receiver, and what a fault run loses.
 
-    python bench/notify_bench.py [--engine both|local|redis] [--rate 200] [--subscribers 20]
-                                 [--duration 20] [--fault] [--fault-down 60]
+    python bench/notify_bench.py [--engine both|local|redis] [--security on|off] [--rate 200]
+                                 [--subscribers 20] [--duration 20] [--fault] [--fault-down 60]
 
-One gateway process (`gateway serve`, GATEWAY_SECURITY=off so no tokens, a fresh store) and, in
-this process, a receiver (uvicorn, one endpoint per subscriber) and an open-loop writer.
+One gateway process (`gateway serve`, a fresh store) and, in this process, a receiver (uvicorn,
+one endpoint per subscriber) and an open-loop writer. --security on (default): the region (A)
+writes with its token, the municipality (B) subscribes with its own; B is in the person's CareTeam
+and a Consent permits it, so every event passes the access decision (when recorded and at
+delivery) and every delivery goes to the access log. --security off: no tokens, trusted subscribers.
 
 latency  --subscribers Subscriptions to task-created (id-only), then --rate Task creates per second
          for --duration seconds. Latency of each event = arrival at the receiver − the event's
@@ -42,6 +45,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import rest_bench as rb
+from auth_bench import ORG_A, ORG_B, Credentials, consent
 
 HERE = Path(__file__).resolve().parent
 TOPIC = "https://samverkan.example.se/fhir/SubscriptionTopic/task-created"
@@ -86,10 +90,13 @@ class Receiver:
 
 
 class Gateway:
-    def __init__(self, engine: str, workdir: Path, retry_max: float):
+    def __init__(self, engine: str, workdir: Path, retry_max: float, security: str = "on"):
         self.port = rb.free_port()
         self.log = workdir / f"gateway-{engine}.log"
-        self.env = {"GATEWAY_DB": str(workdir / f"{engine}.sqlite"), "GATEWAY_SECURITY": "off",
+        self.db = workdir / f"{engine}-{uuid.uuid4().hex[:6]}.sqlite"
+        self.security = security
+        self.credentials = {org: Credentials(self.db, org) for org in (ORG_A, ORG_B)} if security == "on" else {}
+        self.env = {"GATEWAY_DB": str(self.db), "GATEWAY_SECURITY": security,
                     "GATEWAY_PORT": str(self.port), "GATEWAY_NOTIFY_TICK": "0.2",
                     "GATEWAY_NOTIFY_RETRY_MAX": str(retry_max), "GATEWAY_LOG_LEVEL": "warning",
                     "GATEWAY_NOTIFY_HTTP_LOOPBACK": "on"}
@@ -117,9 +124,31 @@ class Gateway:
                 client.delete(*keys)
 
 
-async def setup(http: httpx.AsyncClient, receiver: Receiver, subscribers: int) -> str:
+async def headers(gateway: Gateway) -> tuple[dict, dict]:
+    """(writer's, subscriber's) request headers: A's and B's tokens, or none with security off."""
+    if gateway.security != "on":
+        return {}, {}
+    a = await gateway.credentials[ORG_A].token(gateway.port)
+    b = await gateway.credentials[ORG_B].token(gateway.port)
+    return {"Authorization": f"Bearer {a}"}, {"Authorization": f"Bearer {b}"}
+
+
+async def setup(http: httpx.AsyncClient, gateway: Gateway, receiver: Receiver, subscribers: int) -> str:
+    """Subscriptions (by B), the person and, with security on, B's place in the CareTeam and the Consent."""
+    writer, subscriber = await headers(gateway)
+    http.headers.update(writer)
+    r = await http.post("/fhir/Patient", json={"resourceType": "Patient", "name": [{"family": "Bench"}]})
+    pid = r.json()["id"]
+    if gateway.security == "on":
+        org_b = (await http.post("/fhir/Organization", json={"resourceType": "Organization", "name": "Kommun B",
+                 "identifier": [{"system": "urn:oid:1.2.752.29.4.19", "value": ORG_B}]})).json()["id"]
+        for resource in ({"resourceType": "CareTeam", "status": "active", "subject": {"reference": f"Patient/{pid}"},
+                          "participant": [{"member": {"reference": f"Organization/{org_b}"}}]},
+                         consent(f"Patient/{pid}", f"Organization/{org_b}")):
+            r = await http.post(f"/fhir/{resource['resourceType']}", json=resource)
+            assert r.status_code == 201, r.text
     for n in range(subscribers):
-        r = await http.post("/fhir/Subscription", json={
+        r = await http.post("/fhir/Subscription", headers=subscriber, json={
             "resourceType": "Subscription", "status": "requested", "reason": f"bench {n}", "criteria": TOPIC,
             "channel": {"type": "rest-hook", "endpoint": f"http://{rb.HOST}:{receiver.port}/hook/{n}",
                         "payload": "application/fhir+json"}})
@@ -128,8 +157,7 @@ async def setup(http: httpx.AsyncClient, receiver: Receiver, subscribers: int) -
     while len(receiver.handshakes) < subscribers and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.5)  # the handshakes' status writes
-    r = await http.post("/fhir/Patient", json={"resourceType": "Patient", "name": [{"family": "Bench"}]})
-    return r.json()["id"]
+    return pid
 
 
 async def write_load(http: httpx.AsyncClient, pid: str, rate: float, duration: float,
@@ -172,13 +200,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def latency_run(engine: str, args, workdir: Path) -> dict:
-    gateway, receiver = Gateway(engine, workdir, 600), Receiver(rb.free_port())
+    gateway, receiver = Gateway(engine, workdir, 600, args.security), Receiver(rb.free_port())
     await receiver.up()
     await gateway.start()
     try:
         async with httpx.AsyncClient(base_url=f"http://{rb.HOST}:{gateway.port}", timeout=30,
                                      limits=httpx.Limits(max_connections=64)) as http:
-            pid = await setup(http, receiver, args.subscribers)
+            pid = await setup(http, gateway, receiver, args.subscribers)
             acknowledged, failed = [], []
             cpu0 = rb.cpu_seconds(gateway.proc.pid)
             await write_load(http, pid, args.rate, args.duration, acknowledged, failed)
@@ -204,7 +232,7 @@ async def latency_run(engine: str, args, workdir: Path) -> dict:
 
 
 async def fault_run(engine: str, args, workdir: Path) -> dict:
-    gateway, receiver = Gateway(engine, workdir, 5), Receiver(rb.free_port())
+    gateway, receiver = Gateway(engine, workdir, 5, args.security), Receiver(rb.free_port())
     await receiver.up()
     await gateway.start()
     marks: list[str] = []
@@ -224,7 +252,7 @@ async def fault_run(engine: str, args, workdir: Path) -> dict:
 
     try:
         async with httpx.AsyncClient(base_url=f"http://{rb.HOST}:{gateway.port}", timeout=30) as http:
-            pid = await setup(http, receiver, args.subscribers)
+            pid = await setup(http, gateway, receiver, args.subscribers)
             acknowledged, failed = [], []
             await write_load(http, pid, args.fault_rate, args.fault_duration, acknowledged, failed,
                              events=[(10, receiver_down), (25, kill_gateway)])
@@ -256,7 +284,8 @@ async def main(args) -> None:
     results: dict = {"args": vars(args), "latency": [], "fault": []}
     with tempfile.TemporaryDirectory(prefix="notify-bench-") as tmp:
         workdir = Path(tmp)
-        print(f"latency: {args.subscribers} subscribers (task-created, id-only), {args.rate:.0f} writes/s for "
+        print(f"security {args.security}; latency: {args.subscribers} subscribers (task-created, id-only), "
+              f"{args.rate:.0f} writes/s for "
               f"{args.duration:.0f} s = {args.rate * args.subscribers:,.0f} events/s")
         for engine in engines:
             results["latency"].append(await latency_run(engine, args, workdir))
@@ -276,6 +305,7 @@ async def main(args) -> None:
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--engine", choices=("both", "local", "redis"), default="both")
+    p.add_argument("--security", choices=("on", "off"), default="on")
     p.add_argument("--rate", type=float, default=200.0, help="writes per second (default 200)")
     p.add_argument("--subscribers", type=int, default=20)
     p.add_argument("--duration", type=float, default=20.0)

@@ -78,3 +78,8 @@ class ScopeSet:
 def _allows(scopes: tuple[Scope, ...], rtype: str, letter: str) -> bool:
     # Asked on every request; the scope sets are those of the registered clients, so few.
     return any(s.rtype in ("*", rtype) and letter in s.letters for s in scopes)
+
+
+# Reading every type: for callers the gateway builds itself (a subscriber's organisation when its
+# events are recorded), where the organisation, not a token, is what is judged.
+READ_EVERY_TYPE = ScopeSet.parse("system/*.rs")

@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 
 from gateway.access.caller import Caller
 from gateway.access.policy import AccessPolicy
-from gateway.access.scopes import ScopeSet
+from gateway.access.scopes import READ_EVERY_TYPE
 from gateway.errors import Forbidden, InvalidResource, Issue
 from gateway.events.subscriptions import SubscriptionRules, matches
 from gateway.events.topics import TopicCatalog
@@ -26,7 +26,6 @@ from gateway.store import StoredResource, Transaction
 from gateway.store.records import IndexRows, SubscriptionRow
 
 SUBSCRIPTION = "Subscription"
-READ_ALL = ScopeSet.parse("system/*.rs")  # scopes are the token's business; here only the organisation counts
 CLIENT_STATES = ("requested", "active", "off")
 
 
@@ -105,7 +104,7 @@ class EventRecorder:
         # Only what the subscriber may see now gets a number: neither the count nor the gaps may tell
         # of changes about a person it may not see. (Delivery asks again, for access lost meanwhile.)
         seeing = {org for org in {o for _, _, o in matching} if not org or await self.access.visible(
-            RequestContext("", caller=Caller("", org, READ_ALL)), [stored], lusen=True, reader=tx)}
+            RequestContext("", caller=Caller("", org, READ_EVERY_TYPE)), [stored], lusen=True, reader=tx)}
         chosen = [(sid, topic) for sid, topic, org in matching if org in seeing]
         if len(chosen) < len(matching):  # not numbered, not sent: counted for the operator
             await tx.count_withheld([sid for sid, _, org in matching if org not in seeing])

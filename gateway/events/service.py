@@ -5,6 +5,7 @@ from __future__ import annotations
 from gateway.errors import BadRequest
 from gateway.events.delivery import Delivery
 from gateway.events.notification import Delivered, notification_bundle, status_bundle
+from gateway.events.recorder import SUBSCRIPTION
 from gateway.events.subscriptions import CONTENTS
 from gateway.fhir.canonical import parse_json
 from gateway.fhir.context import RequestContext
@@ -12,7 +13,6 @@ from gateway.fhir.interactions import FhirCore
 from gateway.fhir.types import parse_uint
 from gateway.store.records import SubscriptionRow
 
-SUBSCRIPTION = "Subscription"
 MAX_EVENTS_PER_QUERY = 1000
 _STATES = ("requested", "active", "error", "off")
 
