@@ -23,6 +23,8 @@
 | GATEWAY_REDIS_PREFIX | samverkan | prefix of the stream and lease keys (one per store) |
 | GATEWAY_NOTIFY_DELIVER | on | `off`: this process only publishes events (others, e.g. `gateway worker`, deliver); Redis only |
 | GATEWAY_NOTIFY_CLAIM_IDLE / _LEASE_MARGIN | 5 / 5 | seconds before a dead process's stream entries are reclaimed / its lease outlives a send |
+| GATEWAY_NOTIFY_ALLOWED_HOSTS | (any) | endpoint hosts Subscriptions may name: `kommun.se,*.sjunet.org` (`*.` = any subdomain) |
+| GATEWAY_NOTIFY_MAX_SUBSCRIPTIONS | 100 | Subscriptions one organisation may hold (every write tests each one's filters) |
 | GATEWAY_NOTIFY_HTTP_LOOPBACK | off | `on`: Subscriptions may use plain http to a loopback address (development only) |
 | GATEWAY_NOTIFY_SIGNING_KEY | (none) | if set, notifications carry `X-Samverkan-Signature: t=…,v1=HMAC-SHA256(key, "t.body")` |
 """
@@ -66,6 +68,8 @@ class Settings:
     redis_prefix: str = "samverkan"
     notify_deliver: bool = True
     notify_http_loopback: bool = False
+    notify_allowed_hosts: str = ""
+    notify_max_subscriptions: int = 100
     notify_claim_idle: float = 5.0
     notify_lease_margin: float = 5.0
 
@@ -103,6 +107,8 @@ class Settings:
             redis_prefix=_env("REDIS_PREFIX", cls.redis_prefix),
             notify_deliver=_env("NOTIFY_DELIVER", "on").lower() not in ("off", "false", "0"),
             notify_http_loopback=_env("NOTIFY_HTTP_LOOPBACK", "off").lower() in ("on", "true", "1"),
+            notify_allowed_hosts=_env("NOTIFY_ALLOWED_HOSTS", ""),
+            notify_max_subscriptions=int(_env("NOTIFY_MAX_SUBSCRIPTIONS", str(cls.notify_max_subscriptions))),
             notify_claim_idle=float(_env("NOTIFY_CLAIM_IDLE", str(cls.notify_claim_idle))),
             notify_lease_margin=float(_env("NOTIFY_LEASE_MARGIN", str(cls.notify_lease_margin))),
         )

@@ -571,3 +571,29 @@ async def test_the_engine_s_verdict_on_an_old_channel_does_not_touch_a_new_one(h
     judged = replace(row, headers=("Authorization: Bearer old",))  # what the engine was sending with
     assert not await hub.http.app.state.fhir.subscriptions.set_status("error", judged, "handshake failed")
     assert (await hub.get(REGION, f"Subscription/{sub['id']}")).json()["status"] == "active"
+
+
+async def test_the_operator_limits_where_notifications_go_and_how_many_subscriptions_an_organisation_holds(fast):
+    receiver = Receiver()
+    settings = replace(fast, notify_allowed_hosts="region.example.se,*.kommun.example.se", notify_max_subscriptions=2)
+    async with running_gateway(settings, authorised=False, notify_sender=receiver) as http:
+        w = await build_world(http, settings.db_path)
+        r = await w.call(REGION, "POST", "Subscription", json=subscription(endpoint="https://intern.example.se/x"))
+        assert r.status_code == 422 and "intern.example.se" in r.text
+        for endpoint in (HOOK_2, "https://hemtjanst.kommun.example.se/hook"):
+            r = await w.call(REGION, "POST", "Subscription", json=subscription(endpoint=endpoint))
+            assert r.status_code == 201, r.text
+        r = await w.call(REGION, "POST", "Subscription", json=subscription(endpoint=HOOK_2))
+        assert r.status_code == 422 and "2 subscriptions" in r.text
+        r = await w.call(KOMMUN, "POST", "Subscription", json=subscription(endpoint=HOOK_2))
+        assert r.status_code == 201  # the limit is per organisation
+
+
+async def test_type_level_status_leaves_out_deleted_subscriptions(hub):
+    kept = await subscribe(hub, REGION, subscription(endpoint=HOOK_2))
+    gone = await subscribe(hub, REGION, subscription(endpoint=HOOK_2))
+    assert (await hub.call(REGION, "DELETE", f"Subscription/{gone['id']}")).status_code == 204
+    listed = (await hub.get(REGION, "Subscription/$status")).json()
+    refs = [p["valueReference"]["reference"] for e in listed["entry"] for p in e["resource"]["parameter"]
+            if p["name"] == "subscription"]
+    assert [r.rsplit("/", 1)[1] for r in refs] == [kept["id"]] and listed["total"] == 1

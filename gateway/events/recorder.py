@@ -31,12 +31,14 @@ CLIENT_STATES = ("requested", "active", "off")
 
 class EventRecorder:
     def __init__(self, topics: TopicCatalog, registry: SearchRegistry, local_base: str | None,
-                 access: AccessPolicy, allow_http_loopback: bool = False):
+                 access: AccessPolicy, allow_http_loopback: bool = False, allowed_hosts: str = "",
+                 max_subscriptions: int = 100):
         self.topics = topics
         self.access = access
         self.registry = registry
         self.local_base = local_base
-        self.rules = SubscriptionRules(topics, registry, local_base, allow_http_loopback)
+        self.rules = SubscriptionRules(topics, registry, local_base, allow_http_loopback, allowed_hosts)
+        self.max_subscriptions = max_subscriptions
         self._wake: Callable[[Iterable[str]], None] = lambda ids: None
 
     def connect(self, wake: Callable[[Iterable[str]], None]) -> None:
@@ -61,6 +63,11 @@ class EventRecorder:
                                 f"({caller.scopes}) do not allow reading {rtype}.")
         if server:
             return row
+        if (previous is None or previous.state == "off") and caller \
+                and await tx.count_subscriptions(org) >= self.max_subscriptions:
+            message = (f"{org} already holds {self.max_subscriptions} subscriptions, the most this gateway allows "
+                       "one organisation; delete (or switch off) those no longer used.")
+            raise InvalidResource(message, issues=[Issue("business-rule", message)])
         asked = canonical.get("status")
         if asked == "error" and (previous is None or previous.state != "error"):
             message = "Subscription.status 'error' is set by the server; ask for 'requested' (or 'active') or 'off'."

@@ -58,6 +58,9 @@ class SubscriptionService:
             caller = ctx.caller
             rows = [r for r in await self.store.subscriptions(caller.organization if caller else None)
                     if (not ids or r.id in ids) and (not states or r.state in states)]
+            # A deleted Subscription keeps its row (its counter goes on if it is brought back): not listed.
+            existing = {r.rid for r in await self.store.read_many([(SUBSCRIPTION, r.id) for r in rows])}
+            rows = [r for r in rows if r.id in existing]
         return status_bundle(ctx.base_url, rows)
 
     async def events(self, rid: str, params: list[tuple[str, str]], ctx: RequestContext) -> bytes:

@@ -62,9 +62,12 @@ def _is_loopback(host: str) -> bool:
 
 class SubscriptionRules:
     def __init__(self, topics: TopicCatalog, registry: SearchRegistry, local_base: str | None,
-                 allow_http_loopback: bool = False):
+                 allow_http_loopback: bool = False, allowed_hosts: str = ""):
         self.topics = topics
         self.allow_http_loopback = allow_http_loopback
+        # The operator's list of endpoint hosts ('' any): the gateway posts wherever a subscriber says,
+        # so a deployment inside a care network names the receivers it may reach.
+        self.allowed_hosts = tuple(h.strip().lower() for h in allowed_hosts.split(",") if h.strip())
         self.registry = registry
         self.local_base = local_base
 
@@ -130,6 +133,10 @@ class SubscriptionRules:
             valid = False
         if not valid:
             raise _invalid("Subscription.channel.endpoint must be an absolute https URL.", "Subscription.channel.endpoint")
+        if self.allowed_hosts and not any(parts.hostname == h or h.startswith("*.") and parts.hostname.endswith(h[1:])
+                                          for h in self.allowed_hosts):
+            raise _invalid(f"Notifications may go only to the hosts this gateway allows ({', '.join(self.allowed_hosts)}); "
+                           f"'{parts.hostname}' is not one.", "Subscription.channel.endpoint")
         if parts.scheme == "http" and not (self.allow_http_loopback and _is_loopback(parts.hostname)):
             raise _invalid("Subscription.channel.endpoint must use https: notifications name patients' resources "
                            "(plain http goes only to a loopback address, and only where the gateway allows it "

@@ -42,7 +42,8 @@ class FhirServer:
         self.audit = AuditLog(store)
         self.topics = TopicCatalog.load(settings.profiles_dir / "subscription-topics")
         self.events = EventRecorder(self.topics, self.registry, parser.local_base, self.access,
-                                    settings.notify_http_loopback)
+                                    settings.notify_http_loopback, settings.notify_allowed_hosts,
+                                    settings.notify_max_subscriptions)
         self.core = FhirCore(store, self.registry, parser, self.validator, self.conformance, self.access, self.audit,
                              self.events)
         self.subscriptions = SubscriptionService(self.core)

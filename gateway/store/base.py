@@ -132,6 +132,10 @@ class Transaction(Reader):
         """The next event of each (subscription, topic), about this resource version."""
 
     @abstractmethod
+    async def count_subscriptions(self, organization: str) -> int:
+        """Subscriptions of this organisation that are not off."""
+
+    @abstractmethod
     async def count_withheld(self, subs: list[str]) -> None:
         """One more event each of these subscriptions' organisations may not see (not numbered)."""
 

@@ -166,6 +166,10 @@ class TransactionEvents:
     async def record_delivery(self, sub: str, delivered: int, withheld: list[int], sent_us: int) -> None:
         record_delivery(self._conn, sub, delivered, withheld, sent_us)
 
+    async def count_subscriptions(self, organization: str) -> int:
+        return self._conn.execute("SELECT count(*) FROM subscriptions WHERE org = ? AND state != 'off'",
+                                  (organization,)).fetchone()[0]
+
     async def count_withheld(self, subs: list[str]) -> None:
         self._conn.executemany("UPDATE subscriptions SET withheld = withheld + 1 WHERE id = ?", [(s,) for s in subs])
 
