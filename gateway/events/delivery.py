@@ -1,15 +1,17 @@
 """Sending one subscription's notifications: handshake, events in number order, heartbeats.
 
-Engine-independent: the in-process engine (``engine.py``) and, later, Redis Stream workers call
-``handshake`` / ``deliver`` / ``heartbeat`` for one subscription at a time, and the store holds
-every bit of state, so whichever process sends next continues where the last one stopped.
+Engine-independent: the in-process engine (``engine.py``) and the Redis Stream workers
+(``engine_redis.py``) call ``handshake`` / ``deliver`` / ``heartbeat`` for one subscription at a
+time, and the store holds every bit of state, so whichever process sends next continues where the
+last one stopped.
 
 - At least once, in order: the delivered mark moves only after the receiver answered 2xx; a
   crash before that sends the same events (same numbers) again.
-- Secrecy: each event's focus is judged by the access decision as it stands at delivery, for the
-  subscriber's organisation. An event it may not see is withheld (not sent, counted, and not
-  served by ``$events`` either); ``full-resource`` carries what a read would show (LUSEN notice
-  view, protected address removed), and the disclosure goes to the access log.
+- Secrecy: events were numbered only for what the subscriber's organisation could see (the
+  recorder); each focus is judged again as the access decision stands at delivery, with the
+  client's registered scopes. One it may no longer see is withheld (not sent, and not served by
+  ``$events`` either); ``full-resource`` carries what a read would show (LUSEN notice view,
+  protected address removed), and the disclosure goes to the access log.
 - Retries: exponential backoff from ``retry_base_s`` up to ``retry_max_s`` while the receiver
   fails; after ``retry_horizon_s`` of failing the subscription goes to ``error`` (events keep
   being numbered and stay retrievable; a client asking for ``requested`` resumes with the backlog).
@@ -19,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import logging
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol
@@ -37,7 +38,6 @@ from gateway.search.dates import now_us
 from gateway.store import Store
 from gateway.store.records import EventRecord, SubscriptionRow
 
-log = logging.getLogger("gateway.events")
 SIGNATURE_HEADER = "X-Samverkan-Signature"
 
 # (new state, the subscription as judged: applied only if still in that state with that channel, error text)
@@ -140,12 +140,7 @@ class Delivery:
         sent_at = 0
         if shown:
             trail = AuditTrail()
-            ctx = RequestContext(self.base_url, caller=caller, audit=trail)
-            if row.content == "full-resource":  # what a read would show, recorded for the access log
-                shown = [Delivered(d.event, (await self.access.release(ctx, [d.focus]))[0]
-                                   if d.focus.body is not None else d.focus) for d in shown]
-            elif row.content == "id-only" and caller is not None:  # the ids are disclosed too
-                trail.saw([d.focus for d in shown])
+            shown = await self.disclose(RequestContext(self.base_url, caller=caller, audit=trail), shown, row.content)
             error = await self._post(row, notification_bundle(self.base_url, row, "event-notification", shown))
             if error is not None:
                 await self._failed(row, error)
@@ -185,6 +180,17 @@ class Delivery:
         withheld.sort(key=lambda e: e.number)
         return shown, withheld
 
+    async def disclose(self, ctx: RequestContext, shown: list[Delivered], content: str) -> list[Delivered]:
+        """What leaves for the caller, recorded in ``ctx.audit`` for the access log: full-resource as
+        a read would show it (LUSEN notice view, protected address removed); id-only names the
+        resources, which is a disclosure too."""
+        if content == "full-resource":
+            return [Delivered(d.event, (await self.access.release(ctx, [d.focus]))[0]
+                              if d.focus.body is not None else d.focus) for d in shown]
+        if content == "id-only" and ctx.caller is not None and ctx.audit is not None:
+            ctx.audit.saw([d.focus for d in shown if d.focus is not None])
+        return shown
+
     async def _failed(self, row: SubscriptionRow, error: str) -> None:
         now = now_us()
         since = row.failing_since_us or now
@@ -218,7 +224,6 @@ class Delivery:
         if 200 <= status < 300:
             return None
         return f"the endpoint answered HTTP {status}"
-
 
     def _subscriber(self, row: SubscriptionRow) -> Caller | None:
         """Who the events go to, as the access decision knows callers ('': a trusted subscription),

@@ -3,9 +3,10 @@
 ``FhirCore`` calls ``subscription_status`` before storing a Subscription (the server owns its
 status) and ``after_write`` after every version it stores. A change that fires a topic gets the
 next event number of each subscription to that topic whose filters it matches, in the same
-store transaction: a committed change always has its events, a rolled-back one never. Whether
-the subscriber may see the resource is decided at delivery (``delivery.py``), as the access
-decision then stands. After the commit the delivery engine is woken for those subscriptions.
+store transaction: a committed change always has its events, a rolled-back one never. Only
+subscribers whose organisation may see the change (judged in the transaction) get a number;
+delivery (``delivery.py``) judges again, as the access decision then stands. After the commit
+the delivery engine is woken for those subscriptions.
 """
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ from gateway.store import StoredResource, Transaction
 from gateway.store.records import IndexRows, SubscriptionRow
 
 SUBSCRIPTION = "Subscription"
-CLIENT_STATES = ("requested", "active", "off")
 
 
 class EventRecorder:

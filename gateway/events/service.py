@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.errors import BadRequest
 from gateway.events.delivery import Delivery
-from gateway.events.notification import Delivered, notification_bundle, status_bundle
+from gateway.events.notification import notification_bundle, status_bundle
 from gateway.events.recorder import SUBSCRIPTION
 from gateway.events.subscriptions import CONTENTS
 from gateway.fhir.canonical import parse_json
@@ -76,11 +76,7 @@ class SubscriptionService:
         events = await self.store.subscription_events(rid, max(first, 1), last, MAX_EVENTS_PER_QUERY) \
             if last >= first else []
         shown, _ = await self.delivery.decide(ctx.caller, events, content)
-        if content == "full-resource":  # what a read would show, per version (release logs it)
-            shown = [Delivered(d.event, (await self.core.access.release(ctx, [d.focus]))[0]
-                               if d.focus.body is not None else d.focus) for d in shown]
-        elif content == "id-only" and ctx.audit is not None:  # the ids are disclosed: the access log says so
-            ctx.audit.saw([d.focus for d in shown if d.focus is not None])
+        shown = await self.delivery.disclose(ctx, shown, content)
         return notification_bundle(ctx.base_url, row, "query-event", shown, content)
 
     async def _readable(self, rid: str, ctx: RequestContext) -> SubscriptionRow:
