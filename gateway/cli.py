@@ -1,6 +1,7 @@
 """The ``gateway`` command: ``serve`` (the FHIR server on the embedded store), ``worker``
 (notification delivery only, with Redis), ``clients``
-(register backend services), ``token`` (a developer's access token), ``profiles``."""
+(register backend services), ``directory`` (who receives LUSEN notices), ``token`` (a developer's
+access token), ``profiles``."""
 from __future__ import annotations
 
 import logging
@@ -61,6 +62,7 @@ def worker(db: Optional[str] = typer.Option(None, help="SQLite file of the store
         store = SqliteStore(settings.db_path, settings.sqlite_synchronous)
         await store.open()
         server = FhirServer(settings, store)
+        await server.prepare_store()
         await server.audit.start()  # deliveries are disclosures: they go to the access log
         await server.engine.start()
         typer.echo(f"Samverkan Gateway worker: delivering for store {settings.db_path}")
@@ -72,6 +74,7 @@ def worker(db: Optional[str] = typer.Option(None, help="SQLite file of the store
         finally:
             await server.engine.stop()
             await server.audit.stop()
+            server.close()
             await store.close()
 
     try:
@@ -95,8 +98,10 @@ def profiles_snapshot() -> None:
 
 
 from gateway.clients_cli import clients_cli, token  # noqa: E402  (sub-commands, after cli exists)
+from gateway.directory_cli import directory_cli  # noqa: E402
 
 cli.add_typer(clients_cli, name="clients")
+cli.add_typer(directory_cli, name="directory")
 cli.command("token")(token)
 
 

@@ -34,9 +34,15 @@ def add(
                                                 help="Make a key pair; write the PRIVATE key (PEM) to this file"),
     alg: str = typer.Option("ES384", help="Key type for --generate-key: ES384 or RS384"),
     scopes: str = typer.Option("system/*.cruds", help="Most this client may be granted"),
-    admin: bool = typer.Option(False, help="May search the access log"),
+    admin: bool = typer.Option(False, help="Reads the access log about its organisation's records and users"),
+    operator: bool = typer.Option(False, help="Runs the gateway: reads the whole access log (implies --admin)"),
+    kommunkod: Optional[str] = typer.Option(None, help="The organisation is (a unit of) this municipality: "
+                                                       "LUSEN admission notices of persons registered there reach it"),
+    primary_care: bool = typer.Option(False, "--primary-care",
+                                      help="The organisation is a vårdcentral: notices of persons listed there reach it"),
 ) -> None:
-    """Register a client bound to one organisation."""
+    """Register a client bound to one organisation (and, with --kommunkod / --primary-care, vouch
+    for that organisation's place in LUSEN's notice routing)."""
     if not _HSA.match(organization):
         raise typer.BadParameter("must be an HSA-id: SE + 10-digit organisation number + '-' + local part",
                                  param_hint="--organization")
@@ -57,9 +63,19 @@ def add(
         keys = {"keys": [jwk]}
     if not isinstance(keys, dict) or not keys.get("keys"):
         raise typer.BadParameter("the JWKS must be an object with a non-empty 'keys' list", param_hint="--jwks")
+    if kommunkod or primary_care:  # first: a conflict refuses the whole registration
+        from gateway.auth.directory import Directory, DirectoryError, Entry
+
+        directory = Directory(Settings.from_env().db_path)
+        try:
+            directory.register([Entry(organization, name, kommunkod or "", primary_care, f"client {name}")])
+        except DirectoryError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--kommunkod / --primary-care") from None
+        finally:
+            directory.close()
     registry = _registry()
     try:
-        client = registry.add(name, organization, keys, scopes, admin)
+        client = registry.add(name, organization, keys, scopes, admin, operator)
     finally:
         registry.close()
     typer.echo(json.dumps(client.summary(), indent=2))

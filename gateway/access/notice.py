@@ -7,9 +7,12 @@ personnummer, folkbokföringsadress, planned discharge time; the *utskrivningskl
 the discharge follow. So, without consent:
 
 - **Who**: for an inpatient Encounter (class IMP) that has begun, whose ``may-need-services``
-  judgement says municipality → the Organization carrying the person's kommunkod and its units
-  (``partOf``); says primary care → the organisations of the Patient's ``generalPractitioner``
-  (the vårdcentral the person is listed at).
+  judgement says municipality → the route ``kommun:<kommunkod>`` of the person's
+  folkbokföringskommun; says primary care → the route ``vc:<HSA-id>`` of each organisation of the
+  Patient's ``generalPractitioner`` (the vårdcentral the person is listed at). Which organisations
+  a route reaches is the operator's word, never a resource a client wrote: the directory
+  (``gateway.auth.directory``) names the municipality (and units) registered for a kommunkod and
+  the organisations registered as primary care.
 - **What**: that Encounter and the Patient, each reduced by ``notice_view`` to the notice's
   content and tagged SUBSETTED. Nothing else about the person (no Task, CarePlan, other
   Encounter), and no search on elements the view does not show (``searchable``).
@@ -103,9 +106,17 @@ def folkbokforingskommun(patient: dict) -> str | None:
     return None
 
 
+def kommun_route(kommunkod: str) -> str:
+    return f"kommun:{kommunkod}"
+
+
+def primary_care_route(hsa: str) -> str:
+    return f"vc:{hsa}"
+
+
 def notice_rows(patient_id: str, encounters: list[dict], municipality: list[str],
                 primary_care: list[str]) -> list[tuple[str, str, str]]:
-    """(organisation HSA-id, type, id) rows: the Patient and each Encounter its recipients may read."""
+    """(route, type, id) rows: the Patient and each Encounter its recipients may read."""
     rows: set[tuple[str, str, str]] = set()
     for encounter in encounters:
         to_municipality, to_primary_care = needs(encounter)
