@@ -22,11 +22,19 @@ OTHER_ORG = "SE2120001231-OTH1"
 
 @pytest.fixture
 async def gw(settings):
+    """The gateway; ``admin_headers`` are the operator's (the whole log), ``own_admin_headers``
+    TEST_ORG's administrator's, ``other_admin_headers`` OTHER_ORG's."""
     async with running_gateway(settings) as client:  # authorised as TEST_ORG, system/*.cruds
-        admin = await get_token(client, settings.db_path, scope="system/AuditEvent.rs", organization=ADMIN_ORG,
-                                admin=True)
+        operator = await get_token(client, settings.db_path, scope="system/AuditEvent.rs", organization=ADMIN_ORG,
+                                   operator=True)
+        own_admin = await get_token(client, settings.db_path, scope="system/AuditEvent.rs", organization=TEST_ORG,
+                                    admin=True)
+        other_admin = await get_token(client, settings.db_path, scope="system/AuditEvent.rs",
+                                      organization=OTHER_ORG, admin=True)
         other = await get_token(client, settings.db_path, organization=OTHER_ORG)
-        client.admin_headers = {"Authorization": f"Bearer {admin}"}
+        client.admin_headers = {"Authorization": f"Bearer {operator}"}
+        client.own_admin_headers = {"Authorization": f"Bearer {own_admin}"}
+        client.other_admin_headers = {"Authorization": f"Bearer {other_admin}"}
         client.other_headers = {"Authorization": f"Bearer {other}"}
         yield client
 
@@ -142,6 +150,46 @@ async def test_changes_and_reads_are_one_log_newest_first_and_paged_without_gaps
         seen += [e["resource"]["id"] for e in page.get("entry", [])]
         url = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
     assert seen == [e["id"] for e in everything]
+
+
+async def test_an_administrator_sees_its_own_users_and_its_own_records_only(gw):
+    """Patientdatalagen: each care provider follows up access to its own records; the operator sees all."""
+    pid = (await gw.post(f"{FHIR}/Patient", json=patient(), headers=FHIR_JSON)).json()["id"]
+    assert (await gw.get(f"{FHIR}/Patient/{pid}")).status_code == 200  # TEST_ORG's user reads TEST_ORG's record
+    assert (await gw.get(f"{FHIR}/Patient/{pid}", headers=gw.other_headers)).status_code == 404  # OTHER's user
+
+    async def seen_by(headers: dict, query: str) -> list[dict]:
+        r = await gw.get(f"{FHIR}/AuditEvent?{query}", headers=headers)
+        assert r.status_code == 200, r.text
+        return [e["resource"] for e in r.json().get("entry", [])]
+
+    own = await seen_by(gw.own_admin_headers, "_count=100")
+    assert own and all(e["agent"][0]["who"]["identifier"]["value"] == TEST_ORG for e in own)
+    assert {e["action"] for e in own if pid in str(entities(e))} == {"C", "R"}
+    other = await seen_by(gw.other_admin_headers, "_count=100")
+    assert other and all(e["agent"][0]["who"]["identifier"]["value"] == OTHER_ORG for e in other)
+    assert not any(pid in str(entities(e)) for e in other)  # not OTHER's record, OTHER saw nothing of it
+    assert await seen_by(gw.other_admin_headers, f"patient={pid}") == []
+    hidden = own[0]["id"]
+    r = await gw.get(f"{FHIR}/AuditEvent/{hidden}", headers=gw.other_admin_headers)
+    assert r.status_code == 404  # as if it did not exist
+    everything = await seen_by(gw.admin_headers, "_count=100")
+    assert len(everything) > len(own) and {e["id"] for e in own} <= {e["id"] for e in everything}
+
+
+async def test_an_administrator_sees_other_organisations_reading_its_records(gw):
+    """An entry about TEST_ORG's records read by another organisation is TEST_ORG's to follow up."""
+    pid = (await gw.post(f"{FHIR}/Patient", json=patient(), headers=FHIR_JSON)).json()["id"]
+    log = gw.app.state.fhir.audit
+    log.record_request(Caller("c2", OTHER_ORG, ScopeSet.parse("system/*.rs")), None, "read", 404)
+    stored = await gw.app.state.fhir.store.read("Patient", pid)
+    from gateway.access.trail import AuditTrail
+    trail = AuditTrail()
+    trail.saw([stored])
+    log.record_request(Caller("c2", OTHER_ORG, ScopeSet.parse("system/*.rs")), trail, "read", 200)
+    r = await gw.get(f"{FHIR}/AuditEvent?agent={OTHER_ORG}", headers=gw.own_admin_headers)
+    shown = [e["resource"] for e in r.json().get("entry", [])]
+    assert [(e["outcome"], entities(e)) for e in shown] == [("0", [f"Patient/{pid}/_history/1", f"Patient/{pid}"])]
 
 
 async def test_a_malformed_cursor_is_a_400(gw):

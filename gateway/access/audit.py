@@ -65,7 +65,8 @@ class AuditLog:
         if ctx is None or ctx.caller is None:
             return  # internal or GATEWAY_SECURITY=off: no client to log
         await tx.append_audit([AuditRecord(now_us(), ACTIONS[interaction], interaction, "0", ctx.caller.client_id,
-                                           ctx.caller.organization, stored.patient or "", _entity(stored))])
+                                           ctx.caller.organization, stored.patient or "", _entity(stored),
+                                           custodian=stored.author or "")])
         if ctx.audit is not None:
             ctx.audit.changes += 1
 
@@ -78,17 +79,18 @@ class AuditLog:
             return  # its changes were logged with them
         seen = trail.seen if trail is not None and status < 400 else ()
         if len(seen) == 1:  # a read: the common case needs no grouping
-            groups = ((seen[0].patient or "", _entity(seen[0])),)
-        else:  # one entry per patient
-            by_patient: dict[str, list[str]] = {}
+            groups = ((seen[0].patient or "", seen[0].author or "", _entity(seen[0])),)
+        else:  # one entry per patient and custodian: each custodian's admins follow up access to its records
+            by_patient: dict[tuple[str, str], list[str]] = {}
             for r in seen:
-                by_patient.setdefault(r.patient or "", []).append(_entity(r))
-            groups = [(p, "\n".join(dict.fromkeys(e))) for p, e in (by_patient or {"": []}).items()]
+                by_patient.setdefault((r.patient or "", r.author or ""), []).append(_entity(r))
+            groups = [(p, c, "\n".join(dict.fromkeys(e))) for (p, c), e in (by_patient or {("", ""): []}).items()]
         outcome = "0" if status < 400 else "4" if status < 500 else "8"
         now, action = now_us(), ACTIONS.get(interaction, "E")
         client, org = (caller.client_id, caller.organization) if caller else ("", "")
-        for patient, entities in groups:
-            self._pending.append(AuditRecord(now, action, interaction, outcome, client, org, patient, entities, query))
+        for patient, custodian, entities in groups:
+            self._pending.append(AuditRecord(now, action, interaction, outcome, client, org, patient, entities, query,
+                                             custodian))
         if len(self._pending) >= self.batch and self._task is not None and (self._early is None or self._early.done()):
             self._early = asyncio.get_running_loop().create_task(self._flush_logged())
 
@@ -134,14 +136,20 @@ class AuditLog:
 
     # -- serving (administrators only) -------------------------------------------------------
     @staticmethod
-    def _check_admin(ctx: RequestContext | None, letter: str) -> None:
+    def _check_admin(ctx: RequestContext | None, letter: str) -> str | None:
+        """The organisation whose part of the log the caller may read (None: all of it).
+
+        Patientdatalagen has each care provider follow up access to its own records: an
+        organisation's administrator reads the entries of its own users and those about the
+        records it is custodian of; only the gateway's operator reads everything."""
         caller = ctx.caller if ctx else None
         if caller is None:
-            return
-        if not caller.admin:
+            return None
+        if not caller.admin and not caller.operator:
             raise Forbidden("The access log (AuditEvent) is for administrators; this client is not one.")
         if not caller.scopes.allows("AuditEvent", letter):
             raise Forbidden(f"The access token's scopes do not allow this on AuditEvent (system/AuditEvent.{letter}).")
+        return None if caller.operator else caller.organization
 
     @staticmethod
     def refuse_write() -> None:
@@ -149,23 +157,23 @@ class AuditLog:
                                "never changed or deleted.")
 
     async def read(self, ctx: RequestContext | None, rid: str) -> StoredResource:
-        self._check_admin(ctx, "r")
+        visible_to = self._check_admin(ctx, "r")
         await self.flush()
         seq = parse_uint(rid)
         record = await self.store.read_audit(seq) if seq else None
-        if record is None:
+        if record is None or visible_to is not None and visible_to not in (record.organization, record.custodian):
             raise NotFound(f"AuditEvent/{rid} is not known.")
         return StoredResource("AuditEvent", str(record.seq), 1, record.recorded_us, dumps(audit_event(record)),
                               record.seq)
 
     async def search(self, ctx: RequestContext, params: list[tuple[str, str]], default_count: int,
                      max_count: int) -> bytes:
-        self._check_admin(ctx, "s")
+        visible_to = self._check_admin(ctx, "s")
         unknown = {k for k, _ in params} - _SEARCH_PARAMS
         if unknown:
             raise BadRequest(f"AuditEvent search takes patient, agent (HSA-id), date, _count; unknown: "
                              f"{', '.join(sorted(unknown))}.")
-        query = AuditQuery(limit=default_count)
+        query = AuditQuery(limit=default_count, visible_to=visible_to)
         for key, value in params:
             if key == "patient":
                 query = replace(query, patient=value.rsplit("/", 1)[-1])

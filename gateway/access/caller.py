@@ -11,4 +11,5 @@ class Caller:
     client_id: str
     organization: str  # the organisation's HSA-id, e.g. SE2321000016-HALM
     scopes: ScopeSet
-    admin: bool = False  # may search the access log (AuditEvent)
+    admin: bool = False  # reads the access log (AuditEvent) about its organisation's records and users
+    operator: bool = False  # runs the gateway: reads the whole access log

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS auth_clients (
     client_id TEXT PRIMARY KEY, name TEXT NOT NULL, organization TEXT NOT NULL, jwks TEXT NOT NULL,
-    scopes TEXT NOT NULL, admin INTEGER NOT NULL, revoked INTEGER NOT NULL, created INTEGER NOT NULL
+    scopes TEXT NOT NULL, admin INTEGER NOT NULL, revoked INTEGER NOT NULL, created INTEGER NOT NULL,
+    operator INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS auth_jti (
     client_id TEXT NOT NULL, jti TEXT NOT NULL, expires INTEGER NOT NULL, PRIMARY KEY (client_id, jti)
@@ -33,13 +34,14 @@ class Client:
     organization: str  # HSA-id of the organisation the client acts for
     jwks: dict
     scopes: str  # the most this client may be granted, e.g. "system/*.cruds"
-    admin: bool
+    admin: bool  # reads the access log about its organisation's records and users
     revoked: bool
     created: int
+    operator: bool = False  # runs the gateway: reads the whole access log
 
     def summary(self) -> dict:
         return {"client_id": self.client_id, "name": self.name, "organization": self.organization,
-                "scopes": self.scopes, "admin": self.admin, "revoked": self.revoked,
+                "scopes": self.scopes, "admin": self.admin, "operator": self.operator, "revoked": self.revoked,
                 "keys": [k.get("kid", "?") for k in self.jwks.get("keys", [])]}
 
 
@@ -48,24 +50,30 @@ class ClientRegistry:
         self._conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False, timeout=30)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.executescript(SCHEMA)
+        if "operator" not in {row[1] for row in self._conn.execute("PRAGMA table_info(auth_clients)")}:
+            self._conn.execute("ALTER TABLE auth_clients ADD COLUMN operator INTEGER NOT NULL DEFAULT 0")
         self._revoked: frozenset[str] = frozenset()
         self._revoked_at = 0.0
 
     def close(self) -> None:
         self._conn.close()
 
-    def add(self, name: str, organization: str, jwks: dict, scopes: str, admin: bool = False) -> Client:
-        client = Client(str(uuid.uuid4()), name, organization, jwks, scopes, admin, False, int(time.time()))
-        self._conn.execute("INSERT INTO auth_clients VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
-                           (client.client_id, name, organization, json.dumps(jwks), scopes, int(admin), client.created))
+    def add(self, name: str, organization: str, jwks: dict, scopes: str, admin: bool = False,
+            operator: bool = False) -> Client:
+        client = Client(str(uuid.uuid4()), name, organization, jwks, scopes, admin or operator, False,
+                        int(time.time()), operator)
+        self._conn.execute("INSERT INTO auth_clients (client_id, name, organization, jwks, scopes, admin, revoked, "
+                           "created, operator) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",
+                           (client.client_id, name, organization, json.dumps(jwks), scopes, int(client.admin),
+                            client.created, int(operator)))
         return client
 
     def get(self, client_id: str) -> Client | None:
-        row = self._conn.execute("SELECT * FROM auth_clients WHERE client_id = ?", (client_id,)).fetchone()
+        row = self._conn.execute(f"SELECT {_COLUMNS} FROM auth_clients WHERE client_id = ?", (client_id,)).fetchone()
         return _client(row) if row else None
 
     def list(self) -> list[Client]:
-        return [_client(r) for r in self._conn.execute("SELECT * FROM auth_clients ORDER BY created, client_id")]
+        return [_client(r) for r in self._conn.execute(f"SELECT {_COLUMNS} FROM auth_clients ORDER BY created, client_id")]
 
     def revoke(self, client_id: str) -> bool:
         cur = self._conn.execute("UPDATE auth_clients SET revoked = 1 WHERE client_id = ?", (client_id,))
@@ -94,5 +102,8 @@ class ClientRegistry:
         return self._conn.execute("SELECT secret FROM auth_secret WHERE id = 1").fetchone()[0]
 
 
+_COLUMNS = "client_id, name, organization, jwks, scopes, admin, revoked, created, operator"
+
+
 def _client(row: tuple) -> Client:
-    return Client(row[0], row[1], row[2], json.loads(row[3]), row[4], bool(row[5]), bool(row[6]), row[7])
+    return Client(row[0], row[1], row[2], json.loads(row[3]), row[4], bool(row[5]), bool(row[6]), row[7], bool(row[8]))

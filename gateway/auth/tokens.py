@@ -76,6 +76,8 @@ class TokenService:
                   "jti": str(uuid.uuid4()), "org": client.organization, "scope": str(granted)}
         if client.admin:
             claims["adm"] = True
+        if client.operator:
+            claims["opr"] = True
         token = jwt.encode(claims, self._secret, algorithm="HS256")
         return {"access_token": token, "token_type": "bearer", "expires_in": self.lifetime, "scope": str(granted)}
 
@@ -147,7 +149,8 @@ class TokenService:
             raise Unauthorized("The access token is not valid (bad signature or malformed).") from None
         if self.registry.is_revoked(claims["sub"]):
             raise Unauthorized("The client of this access token has been revoked.")
-        caller = Caller(claims["sub"], claims["org"], ScopeSet.parse(claims["scope"]), bool(claims.get("adm")))
+        caller = Caller(claims["sub"], claims["org"], ScopeSet.parse(claims["scope"]), bool(claims.get("adm")),
+                        bool(claims.get("opr")))
         return caller, int(claims["exp"])
 
 

@@ -20,19 +20,29 @@ import json
 import sqlite3
 import sys
 
-COLUMNS = "recorded, action, interaction, outcome, client, organization, patient, entities, query"
-INSERT_AUDIT = f"INSERT INTO audit_log ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-INSERT_READ = f"INSERT INTO read_log ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+COLUMNS = "recorded, action, interaction, outcome, client, organization, patient, entities, query, custodian"
+WIDTH = COLUMNS.count(",") + 1
+INSERT_AUDIT = f"INSERT INTO audit_log ({COLUMNS}) VALUES ({', '.join('?' * WIDTH)})"
+INSERT_READ = f"INSERT INTO read_log ({COLUMNS}) VALUES ({', '.join('?' * WIDTH)})"
 
 
 def log_table(name: str) -> str:
     """The schema of an access-log table (``audit_log`` in the store, ``read_log`` beside it)."""
     return (f"CREATE TABLE IF NOT EXISTS {name} (seq INTEGER PRIMARY KEY AUTOINCREMENT, recorded INTEGER NOT NULL, "
             "action TEXT NOT NULL, interaction TEXT NOT NULL, outcome TEXT NOT NULL, client TEXT NOT NULL, "
-            "organization TEXT NOT NULL, patient TEXT NOT NULL, entities TEXT NOT NULL, query TEXT NOT NULL);\n"
+            "organization TEXT NOT NULL, patient TEXT NOT NULL, entities TEXT NOT NULL, query TEXT NOT NULL, "
+            "custodian TEXT NOT NULL DEFAULT '');\n"
             f"CREATE INDEX IF NOT EXISTS {name}_recorded ON {name} (recorded);\n"
             f"CREATE INDEX IF NOT EXISTS {name}_patient ON {name} (patient, recorded);\n"
             f"CREATE INDEX IF NOT EXISTS {name}_org ON {name} (organization, recorded);\n")
+
+
+def add_custodian(conn, name: str) -> None:
+    """Logs written before entries named their custodian get the column (and its index)."""
+    columns = {row[1] for row in conn.execute(f"PRAGMA table_info({name})")}
+    if "custodian" not in columns:
+        conn.execute(f"ALTER TABLE {name} ADD COLUMN custodian TEXT NOT NULL DEFAULT ''")
+    conn.execute(f"CREATE INDEX IF NOT EXISTS {name}_custodian ON {name} (custodian, recorded)")
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import orjson
 
-from gateway.store.audit_writer import COLUMNS, INSERT_AUDIT, log_table
+from gateway.store.audit_writer import COLUMNS, INSERT_AUDIT, WIDTH, add_custodian, log_table
 from gateway.store.base import AuditQuery
 from gateway.store.records import AuditRecord
 
@@ -35,7 +35,7 @@ def access_log_path(store_path: str) -> str:
 
 
 def append_audit(conn: sqlite3.Connection, records: list[AuditRecord]) -> None:
-    conn.executemany(INSERT_AUDIT, [r[:9] for r in records])
+    conn.executemany(INSERT_AUDIT, [r[:WIDTH] for r in records])
 
 
 def audit_record(row: tuple) -> AuditRecord:
@@ -55,6 +55,7 @@ class AuditTable:
         with closing(sqlite3.connect(path, isolation_level=None)) as setup:
             setup.execute("PRAGMA journal_mode = WAL")
             setup.executescript(log_table("read_log"))
+            add_custodian(setup, "read_log")
         conn.execute("ATTACH DATABASE ? AS accesslog", (path,))
 
     async def append_audit(self, records: list[AuditRecord]) -> None:
@@ -69,7 +70,7 @@ class AuditTable:
                     sys.executable, "-I", "-S", str(WRITER), access_log_path(self._path), self._synchronous,
                     stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
             try:
-                proc.stdin.write(orjson.dumps([r[:9] for r in records]) + b"\n")
+                proc.stdin.write(orjson.dumps([r[:WIDTH] for r in records]) + b"\n")
                 await proc.stdin.drain()
                 answer = await proc.stdout.readline()
             except (BrokenPipeError, ConnectionResetError):
@@ -102,6 +103,9 @@ class AuditTable:
         if query.organization is not None:
             conds.append("organization = ?")
             args.append(query.organization)
+        if query.visible_to is not None:  # an organisation's admin: its own users, or its own records
+            conds.append("(organization = ? OR custodian = ?)")
+            args += [query.visible_to, query.visible_to]
         if query.since_us is not None:
             conds.append("recorded >= ?")
             args.append(query.since_us)
