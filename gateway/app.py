@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None, notify_sender=None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await store.open()
+        await server.prepare_store()
         gate.open(settings.db_path)
         await server.audit.start()
         await server.engine.start(deliver=settings.notify_deliver)
@@ -33,6 +34,7 @@ def create_app(settings: Settings | None = None, notify_sender=None) -> FastAPI:
             await server.engine.stop()
             await server.audit.stop()
             gate.close()
+            server.close()
             await store.close()
 
     app = FastAPI(title="Samverkan Gateway", version="0.1.0", lifespan=lifespan,

@@ -17,6 +17,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.auth.keys import client_assertion, generate_key
+from gateway.auth.directory import Directory, Entry
 from gateway.auth.registry import ClientRegistry
 from gateway.settings import Settings
 
@@ -38,12 +39,21 @@ TEST_ORG = "SE2321000016-GWTEST"  # the organisation the default test client act
 
 # -- app and client -------------------------------------------------------------------
 def register_client(db_path: str, organization: str = TEST_ORG, scopes: str = "system/*.cruds",
-                    admin: bool = False, alg: str = "ES384") -> tuple[str, bytes, str]:
-    """A registered client with a fresh key pair: (client id, private key PEM, kid)."""
+                    admin: bool = False, alg: str = "ES384", operator: bool = False, kommunkod: str = "",
+                    primary_care: bool = False) -> tuple[str, bytes, str]:
+    """A registered client with a fresh key pair: (client id, private key PEM, kid); with
+    ``kommunkod`` / ``primary_care`` the operator vouches for the organisation in the directory
+    (as ``gateway clients add --kommunkod / --primary-care`` does)."""
     pem, jwk = generate_key(alg)
+    if kommunkod or primary_care:
+        directory = Directory(db_path)
+        try:
+            directory.register([Entry(organization, "test organisation", kommunkod, primary_care, "test")])
+        finally:
+            directory.close()
     registry = ClientRegistry(db_path)
     try:
-        client = registry.add("test client", organization, {"keys": [jwk]}, scopes, admin)
+        client = registry.add("test client", organization, {"keys": [jwk]}, scopes, admin, operator)
     finally:
         registry.close()
     return client.client_id, pem, jwk["kid"]

@@ -5,7 +5,7 @@ resolution against stored Organization resources would.
 """
 from __future__ import annotations
 
-from gateway.access.decision import FOREVER, grant_intervals, may_see, period_range
+from gateway.access.decision import FOREVER, Source, grant_intervals, may_see, period_range
 from gateway.search.dates import date_range
 
 REGION, KOMMUN, OTHER = "SE2321000016-REG1", "SE2120000803-KOM1", "SE2120001231-OTH1"
@@ -108,12 +108,31 @@ def test_unreadable_period_grants_nothing():
 def test_grant_intervals_are_the_decision_between_period_boundaries():
     feb, apr = "2025-02-01T00:00:00Z", "2025-04-01T00:00:00Z"
     c = consent(permit("kommun", period={"start": feb, "end": apr}))
-    grants = grant_intervals([team("region", "kommun")], [c], hsa_of)
+    grants = grant_intervals({REGION: ([Source(team("region", "kommun"))], [Source(c)])}, hsa_of)
     # the end counts to the end of its precision (here: the whole second 00:00:00)
-    assert grants == [(KOMMUN, date_range(feb)[0], date_range(apr)[0] + 1_000_000)]
+    assert grants == [(REGION, KOMMUN, date_range(feb)[0], date_range(apr)[0] + 1_000_000)]
 
 
 def test_grant_intervals_open_ended_consent_lasts_forever_and_names_no_outsider():
-    grants = grant_intervals([team("region", "kommun")], [consent(permit("kommun"), permit("region"))], hsa_of)
-    assert sorted(grants) == [(KOMMUN, 0, FOREVER), (REGION, 0, FOREVER)]
-    assert all(org != OTHER for org, _, _ in grants)
+    teams, consents = [Source(team("region", "kommun"))], [Source(consent(permit("kommun"), permit("region")))]
+    grants = grant_intervals({REGION: (teams, consents), KOMMUN: (teams, consents)}, hsa_of)
+    # each custodian discloses to the others, never to itself
+    assert sorted(grants) == sorted([(REGION, KOMMUN, 0, FOREVER), (KOMMUN, REGION, 0, FOREVER)])
+    assert all(org != OTHER for _, org, _, _ in grants)
+
+
+def test_a_confirmed_consent_counts_only_as_far_as_both_versions_permit():
+    """A restriction the author makes later takes effect at once; an extension waits for the confirmation."""
+    both = Source(consent(permit("kommun"), permit("other")), confirmed=consent(permit("kommun")))
+    teams = [Source(team("region", "kommun", "other"))]
+    assert may_see(KOMMUN, teams, [both], AT, hsa_of)
+    assert not may_see(OTHER, teams, [both], AT, hsa_of)  # added after the confirmation: not yet
+    withdrawn = Source(consent(permit("kommun", kind="deny")), confirmed=consent(permit("kommun")))
+    assert not may_see(KOMMUN, teams, [withdrawn], AT, hsa_of)
+
+
+def test_a_confirmed_team_counts_only_for_members_in_both_versions():
+    teams = [Source(team("region", "kommun", "other"), confirmed=team("region", "kommun"))]
+    c = [consent(permit("kommun"), permit("other"))]
+    assert may_see(KOMMUN, teams, c, AT, hsa_of)
+    assert not may_see(OTHER, teams, c, AT, hsa_of)

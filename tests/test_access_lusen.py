@@ -4,7 +4,9 @@ municipality (folkbokföringskommun) and primary care, and **nothing more**.
 
 The world: a hospital (REGION) registers a person living in Halmstad (kommunkod 1380), listed
 at a vårdcentral (VC), and admits them; the doctor judges they may need municipal and primary
-care services. No CareTeam, no Consent. Every test names the rule it checks.
+care services. No CareTeam, no Consent. The operator registered Halmstad and its unit for 1380,
+Hylte for 1315, and both vårdcentraler as primary care (``gateway clients add --kommunkod /
+--primary-care``). Every test names the rule it checks.
 """
 from __future__ import annotations
 
@@ -77,11 +79,19 @@ async def municipality(w: World, org: str, name: str, kommunkod: str) -> dict:
         {"system": "urn:oid:1.2.752.29.4.19", "value": org}, {"system": KOMMUNKOD, "value": kommunkod}]))
 
 
+# What the operator vouches for (the directory), per organisation.
+VOUCHED = {REGION: {}, KOMMUN: {"kommunkod": "1380"}, UNIT: {"kommunkod": "1380"}, HYLTE: {"kommunkod": "1315"},
+           VC: {"primary_care": True}, OTHER_VC: {"primary_care": True}}
+
+
+async def login(http, db_path: str, org: str, **vouched) -> dict:
+    return {**FHIR_JSON, "Authorization": f"Bearer {await get_token(http, db_path, organization=org, **vouched)}"}
+
+
 @pytest.fixture
 async def world(settings):
     async with running_gateway(settings, authorised=False) as http:
-        headers = {org: {**FHIR_JSON, "Authorization": f"Bearer {await get_token(http, settings.db_path, organization=org)}"}
-                   for org in (REGION, KOMMUN, UNIT, HYLTE, VC, OTHER_VC)}
+        headers = {org: await login(http, settings.db_path, org, **vouched) for org, vouched in VOUCHED.items()}
         w = World(http, headers, settings.db_path)
         halmstad = await municipality(w, KOMMUN, "Halmstads kommun", "1380")
         # The municipality registers its own units: only then do they count as its part.
@@ -159,24 +169,71 @@ async def test_lusen_a_municipality_registered_after_the_admission_still_gets_th
     person["address"][0] = home("1381")  # Laholm: not in the directory yet
     await w.put(REGION, person)
     laholm = "SE2120000829-LAHO"
-    w.h[laholm] = {**FHIR_JSON, "Authorization": f"Bearer {await get_token(w.http, w.db_path, organization=laholm)}"}
+    w.h[laholm] = await login(w.http, w.db_path, laholm)
     assert (await w.get(laholm, f"Patient/{w.ids['pid']}")).status_code == 404
-    await municipality(w, laholm, "Laholms kommun", "1381")  # the Organization write recomputes the notices
+    w.h[laholm] = await login(w.http, w.db_path, laholm, kommunkod="1381")  # the operator vouches: at once
     assert (await w.get(laholm, f"Patient/{w.ids['pid']}")).status_code == 200
 
 
-async def test_lusen_claiming_a_kommunkod_gives_a_pretender_nothing(world):
-    """Anyone may write an Organization: a second claim of Halmstad's kommunkod must not route
-    the notice to the claimant (two claims route to nobody until the directory is put right)."""
+async def test_lusen_a_kommunkod_comes_from_the_operator_never_from_a_resource_a_client_wrote(world):
+    """Anyone may write an Organization with a kommunkod, its own HSA-id and partOf the
+    municipality: none of it routes a notice."""
     w = world
-    await municipality(w, OTHER_VC, "Låtsaskommunen", "1380")
+    pretender = "SE5566778899-FAKE"
+    w.h[pretender] = await login(w.http, w.db_path, pretender)
+    await municipality(w, pretender, "Låtsaskommunen", "1380")
+    await w.make(pretender, organization("Påstådd enhet", pretender,
+                                         partOf={"reference": f"Organization/{w.ids['halmstad']}"}))
+    for path in (f"Patient/{w.ids['pid']}", f"Encounter/{w.ids['enc']}"):
+        assert (await w.get(pretender, path)).status_code == 404
+    assert (await w.ids_found(pretender, f"Patient?{BY_PNR}")) == (set(), 0)
+    assert (await w.get(KOMMUN, f"Patient/{w.ids['pid']}")).status_code == 200  # the real one still does
+
+
+async def test_lusen_a_second_claim_of_a_kommunkod_is_refused_at_registration(world):
+    """Another organisation number cannot take Halmstad's kommunkod: the registration is refused,
+    so the notice never silently goes to nobody."""
+    from gateway.auth.directory import Directory, DirectoryError, Entry
+
+    directory = Directory(world.db_path)
+    try:
+        with pytest.raises(DirectoryError, match="1380"):
+            directory.register([Entry("SE5566778899-FAKE", "Låtsaskommunen", "1380")])
+        directory.register([Entry("SE2120000803-HEMT", "Hemtjänsten Halmstad", "1380")])  # its own unit: fine
+    finally:
+        directory.close()
+    assert (await world.get(KOMMUN, f"Patient/{world.ids['pid']}")).status_code == 200
+
+
+async def test_lusen_a_primary_care_route_needs_the_operators_word(world):
+    """Being named in generalPractitioner is not enough: the unit must be registered as primary care."""
+    w = world
+    unlisted = "SE2321000016-VC09"
+    w.h[unlisted] = await login(w.http, w.db_path, unlisted)
+    vc9 = await w.make(unlisted, organization("Vårdcentralen Väster", unlisted))
+    person = (await w.get(REGION, f"Patient/{w.ids['pid']}")).json()
+    person["generalPractitioner"] = [{"reference": f"Organization/{vc9['id']}"}]
+    await w.put(REGION, person)
+    assert (await w.get(unlisted, f"Patient/{w.ids['pid']}")).status_code == 404
+    w.h[unlisted] = await login(w.http, w.db_path, unlisted, primary_care=True)
+    assert (await w.get(unlisted, f"Patient/{w.ids['pid']}")).status_code == 200
+    assert (await w.get(VC, f"Patient/{w.ids['pid']}")).status_code == 404  # no longer listed there
+
+
+async def test_lusen_a_directory_entry_edited_by_someone_else_routes_nothing(world):
+    """OTHER_VC wrote an Organization the region lists the person at, then renames it to VC's
+    HSA-id: an entry stands for an HSA-id only if that organisation, the operator or the
+    Patient's author wrote it, so neither VC nor OTHER_VC gets the notice through it."""
+    w = world
+    entry = await w.make(OTHER_VC, organization("Vårdcentralen Norra", OTHER_VC))
+    person = (await w.get(REGION, f"Patient/{w.ids['pid']}")).json()
+    person["generalPractitioner"] = [{"reference": f"Organization/{entry['id']}"}]
+    await w.put(REGION, person)
+    assert (await w.get(OTHER_VC, f"Patient/{w.ids['pid']}")).status_code == 200
+    renamed = {**entry, "identifier": [{"system": "urn:oid:1.2.752.29.4.19", "value": VC}]}
+    await w.put(OTHER_VC, renamed)
     assert (await w.get(OTHER_VC, f"Patient/{w.ids['pid']}")).status_code == 404
-
-
-async def test_lusen_a_unit_the_municipality_did_not_register_is_not_its_part(world):
-    w = world
-    await w.make(HYLTE, organization("Påstådd enhet", HYLTE, partOf={"reference": f"Organization/{w.ids['halmstad']}"}))
-    assert (await w.get(HYLTE, f"Patient/{w.ids['pid']}")).status_code == 404
+    assert (await w.get(VC, f"Patient/{w.ids['pid']}")).status_code == 404
 
 
 # -- nothing more -------------------------------------------------------------------------------

@@ -990,13 +990,15 @@ async def test_kommun_granted_reads_and_searches_with_correct_totals(shared):
     await assert_sees_nothing_of_first_patient(w, OTHER)
 
 
-async def test_kommun_granted_updates_shared_careplan_and_task(shared):
+async def test_kommun_granted_works_on_the_shared_plan_within_the_write_rule(shared):
+    """The owner moves its Task along and a party adds its own activity; the plan's text stays the region's."""
     w = shared
     cp = (await w.get(KOMMUN, f"CarePlan/{w.ids['careplan']}")).json()
-    cp["description"] = "updated by kommun"
-    r = await w.update(KOMMUN, cp)
+    r = await w.update(KOMMUN, {**cp, "description": "updated by kommun"})
+    assert r.status_code == 403 and r.json()["issue"][0]["expression"] == ["CarePlan.description"], r.text
+    own = await w.make(KOMMUN, task(f"Patient/{w.ids['pid']}", description="hemtjänst startar"))
+    r = await w.update(KOMMUN, {**cp, "activity": [*cp.get("activity", []), {"reference": {"reference": f"Task/{own['id']}"}}]})
     assert r.status_code == 200 and r.json()["meta"]["versionId"] == "2", r.text
-    assert (await w.current("CarePlan", w.ids["careplan"]))["description"] == "updated by kommun"
     r = await w.call(KOMMUN, "PATCH", f"Task/{w.ids['task']}", json=[{"op": "replace", "path": "/status",
                                                                          "value": "accepted"}], headers=PATCH_TYPE)
     assert r.status_code == 200, r.text

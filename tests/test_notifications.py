@@ -407,15 +407,12 @@ async def test_the_capability_statement_lists_the_topics(hub):
 # -- LUSEN: the admission notice reaches the municipality without consent ------------------------
 async def test_lusen_the_municipality_is_notified_of_the_admission_with_the_notice_only(fast):
     import test_access_lusen as lusen
-    from conftest import FHIR_JSON, TEST_PNR, get_token, organization, patient
+    from conftest import TEST_PNR, organization, patient
     receiver = Receiver()
     async with running_gateway(fast, authorised=False, notify_sender=receiver) as http:
-        orgs = (lusen.REGION, lusen.KOMMUN, lusen.HYLTE)
-        headers = {o: {**FHIR_JSON, "Authorization": f"Bearer {await get_token(http, fast.db_path, organization=o)}"}
-                   for o in orgs}
+        orgs = (lusen.REGION, lusen.KOMMUN, lusen.HYLTE)  # the operator vouches for the municipalities
+        headers = {o: await lusen.login(http, fast.db_path, o, **lusen.VOUCHED[o]) for o in orgs}
         w = lusen.World(http, headers, fast.db_path)
-        await lusen.municipality(w, lusen.KOMMUN, "Halmstads kommun", "1380")
-        await lusen.municipality(w, lusen.HYLTE, "Hylte kommun", "1315")
         hospital = (await w.make(lusen.REGION, organization("Hallands sjukhus", lusen.REGION)))["id"]
         person = await w.make(lusen.REGION, patient(TEST_PNR, address=[lusen.home()],
                                                    telecom=[{"system": "phone", "value": lusen.PHONE}]))

@@ -6,23 +6,31 @@
 - Scopes limit resource types and interactions (403: the caller knows its own token).
 - Directory types (Organization, Practitioner, …) carry no patient data: every
   authenticated caller may read them; only their author may change them.
-- Patient data: the author organisation, or one holding a grant for the patient now
-  (``gateway.access.decision``: CareTeam **and** Consent). Anything else looks missing (404).
+- Patient data: the author organisation (the custodian), or one the custodian discloses the
+  person's data to now (``gateway.access.decision``: a CareTeam **and** a Consent that speak for
+  that custodian, ``gateway.access.custodians``). Grants are per (custodian, recipient, person),
+  the person being the national identity behind each organisation's own Patient
+  (``gateway.access.person``). Anything else looks missing (404).
 - Grants and LUSEN notice rows are recomputed inside the transaction of every write they
   depend on (``gateway.access.recompute``), so a withdrawn consent closes access the moment
-  it commits.
-- Writes about a person need that person to be visible; a resource never moves to another
-  person; CareTeam and Consent — the sources of grants — change only by their author.
+  it commits. Which organisations a notice route reaches is the operator's directory (``routes``).
+- Writes: the author changes its resources; others only what the write rule lets their role
+  change (``gateway.access.write_rule``: a Task's owner its progress, a party to a CarePlan adds
+  its own activities), checked element by element, 403 naming the element. Writes about a
+  person need that person to be visible; a resource never moves to another person.
 - Ids are the server's for authenticated callers: a PUT cannot create (its answer would
   tell whether someone else's resource holds that id).
 """
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Callable
 
-from gateway.access import notice
+from gateway.access import notice, write_rule
+from gateway.access.custodians import Resolver, confirmed_targets, identifier_hsa, is_confirmation
+from gateway.access.person import person_key
 from gateway.access.recompute import GRANT_TYPES, AccessRows
-from gateway.errors import Forbidden, InvalidResource, NotFound
+from gateway.errors import Forbidden, InvalidResource, Issue, NotFound
 from gateway.fhir.canonical import dumps, parse_json
 from gateway.fhir.context import RequestContext
 from gateway.fhir.references import iter_references, parse_reference
@@ -38,8 +46,10 @@ _LETTER_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": 
 # the person's address is never disclosed to another organisation.
 PROTECTION_SYSTEM = "http://hl7.se/fhir/ig/base/CodeSystem/SecurityLabel"
 PROTECTION_CODES = ("sekretessmarkering", "skyddadFolkbokforing")
+# Search parameters on the address, the folkbokföringskommun included: a protected person must
+# not be found (nor counted) by where they live.
 ADDRESS_PARAMS = frozenset({"address", "address-city", "address-country", "address-postalcode", "address-state",
-                            "address-use"})
+                            "address-use", "folkbokforingskommun"})
 _REDACTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "REDACTED"}
 
 
@@ -68,11 +78,20 @@ def patient_of(rtype: str, rid: str, resource: dict, local_base: str | None) -> 
     return ""
 
 
+Routes = Callable[[str], tuple[str, ...]]  # an organisation's HSA-id → the notice routes it reads
+
+
+def _no_routes(organization: str) -> tuple[str, ...]:
+    return ()
+
+
 class AccessPolicy:
-    def __init__(self, store: Store, local_base: str | None = None):
+    def __init__(self, store: Store, local_base: str | None = None, routes: Routes | None = None):
+        """``routes``: the operator's directory (``gateway.auth.directory.Directory.routes``)."""
         self.store = store
         self.local_base = local_base
         self.rows = AccessRows(local_base)
+        self.routes = routes or _no_routes
 
     # -- scopes ----------------------------------------------------------------------------
     @staticmethod
@@ -89,8 +108,8 @@ class AccessPolicy:
         return caller is None or caller.scopes.allows(rtype, "r") or caller.scopes.allows(rtype, "s")
 
     # -- visibility ------------------------------------------------------------------------
-    @staticmethod
-    def filter(ctx: RequestContext | None, rtype: str | None = None, params: set[str] = frozenset()) -> AccessFilter | None:
+    def filter(self, ctx: RequestContext | None, rtype: str | None = None,
+               params: set[str] = frozenset()) -> AccessFilter | None:
         """The access condition of a search; ``params`` (names without modifiers) decide whether
         protected patients must be kept out of a Patient search on their address."""
         caller = ctx.caller if ctx else None
@@ -99,7 +118,8 @@ class AccessPolicy:
         protected = (PROTECTION_SYSTEM, PROTECTION_CODES) if rtype == "Patient" and params & ADDRESS_PARAMS else None
         # History has no parameters; a search finds notice-only resources only on what the notice shows.
         lusen = notice.searchable(rtype, params) if rtype is not None else True
-        return AccessFilter(caller.organization, now_us(), OPEN_TYPES, protected, lusen)
+        routes = self.routes(caller.organization) if lusen else ()
+        return AccessFilter(caller.organization, now_us(), OPEN_TYPES, protected, routes)
 
     async def release(self, ctx: RequestContext | None, resources: list[StoredResource]) -> list[StoredResource]:
         """What a read, search or history hands the caller: recorded for the access log, reduced
@@ -111,11 +131,11 @@ class AccessPolicy:
         if caller is None or not any(r.rtype in notice.NOTICE_TYPES for r in resources):
             return resources  # views and redaction concern Patients and Encounters only
         # A Patient or Encounter of another organisation may have been admitted as a notice only.
-        others = [r for r in resources if r.rtype in notice.NOTICE_TYPES and r.body and r.patient
-                  and r.author != caller.organization]
+        others = [r for r in resources if r.rtype in notice.NOTICE_TYPES and r.body and r.author != caller.organization]
         if others:
-            granted = await self.store.has_grant(caller.organization, sorted({r.patient for r in others}), now_us())
-            viewed = {id(r) for r in others if r.patient not in granted}
+            pairs = sorted({_custody(r) for r in others if r.person})
+            granted = await self.store.has_grant(caller.organization, pairs, now_us()) if pairs else set()
+            viewed = {id(r) for r in others if _custody(r) not in granted}
             resources = [_notice_view(r) if id(r) in viewed else r for r in resources]
         return await self.redact(ctx, resources)
 
@@ -186,23 +206,98 @@ class AccessPolicy:
             return resources
         reader = reader or self.store
         org = caller.organization
-        patients = {r.patient for r in resources if r.patient and not _own_or_open(r, org)}
-        granted = await reader.has_grant(org, sorted(patients), now_us()) if patients else set()
-        seen = [_own_or_open(r, org) or bool(r.patient and r.patient in granted) for r in resources]
+        pairs = {_custody(r) for r in resources if r.person and not _own_or_open(r, org)}
+        granted = await reader.has_grant(org, sorted(pairs), now_us()) if pairs else set()
+        seen = [_own_or_open(r, org) or bool(r.person and _custody(r) in granted) for r in resources]
         if lusen and not all(seen):
             keys = [(r.rtype, r.rid) for r, ok in zip(resources, seen) if not ok and r.rtype in notice.NOTICE_TYPES]
-            noticed = await reader.notice_visible(org, keys) if keys else set()
+            routes = self.routes(org) if keys else ()
+            noticed = await reader.notice_visible(routes, keys) if routes else set()
             seen = [ok or (r.rtype, r.rid) in noticed for r, ok in zip(resources, seen)]
         return [r for r, ok in zip(resources, seen) if ok]
 
-    async def check_write(self, ctx: RequestContext | None, current: StoredResource | None, what: str) -> None:
-        """Update/patch: patient data the caller may see (the shared plan is edited by its
-        parties); directory resources, CareTeams and Consents only by their author. Raises Forbidden."""
+    # -- the write rule ----------------------------------------------------------------------
+    async def check_write(self, ctx: RequestContext | None, reader: Store | Transaction,
+                          current: StoredResource | None, what: str) -> None:
+        """May the caller change this resource at all? Its author may; another organisation only
+        if the write rule gives it a role here (``write_rule``). Raises Forbidden before anything
+        of the change is looked at, so a refusal tells nothing about the stored elements."""
         caller = ctx.caller if ctx else None
         if caller is None or current is None or current.author == caller.organization:
             return
-        if current.rtype in OPEN_TYPES or current.rtype in GRANT_TYPES or not current.author:
-            raise Forbidden(f"{what} was registered by another organisation; only it may change it.")
+        rule = write_rule.rule_for(current.rtype)
+        if rule is None or current.deleted or not current.author or current.rtype in OPEN_TYPES \
+                or current.rtype in GRANT_TYPES:
+            raise Forbidden(f"{what} was created by another organisation; only it may change it.")
+        if rule.role == write_rule.OWNER and caller.organization not in await self._owners(reader, current):
+            raise Forbidden(f"{what} was created by another organisation; besides it only {rule.who} may change "
+                            f"it, and only {rule.allowed()}.")
+
+    async def check_changes(self, ctx: RequestContext | None, reader: Store | Transaction,
+                            current: StoredResource | None, new: dict) -> None:
+        """The change element by element, for a caller ``check_write`` let through: 403 naming the
+        first element its role may not change, or an added activity that is not its own."""
+        caller = ctx.caller if ctx else None
+        if caller is None or current is None or current.deleted or current.author == caller.organization:
+            return
+        rule = write_rule.rule_for(current.rtype)
+        old = parse_json(current.body)
+        element = write_rule.refused_element(rule, old, new)
+        if element is not None:
+            path = f"{current.rtype}.{element}"
+            message = (f"{path} may be changed only by the organisation that created {current.rtype}/{current.rid}; "
+                       f"as {rule.who} you may change {rule.allowed()}.")
+            raise Forbidden(message, issues=[Issue("forbidden", message, expression=[path])])
+        for item in write_rule.additions(rule, old, new, "activity"):
+            await self._check_own_activity(ctx, reader, current, item)
+
+    async def _check_own_activity(self, ctx: RequestContext, reader: Store | Transaction, plan: StoredResource,
+                                  item: object) -> None:
+        """A party adds to a plan what it does itself: an activity pointing at its own resources."""
+        path = f"{plan.rtype}.activity"
+        refs = [item.get("reference"), *(item.get("outcomeReference") or [])] if isinstance(item, dict) else []
+        mine = isinstance(item, dict) and "detail" not in item and item.get("reference") is not None
+        for ref in refs:
+            parsed = parse_reference(ref, (self.local_base,))
+            found = await reader.read(*parsed) if parsed and parsed[0] else None
+            mine = mine and found is not None and found.author == ctx.caller.organization
+        if not mine:
+            message = (f"A party to {plan.rtype}/{plan.rid} adds activities that point at its own resources "
+                       "(activity.reference to a Task or other request it created, no detail); the plan's "
+                       "other activities are its author's.")
+            raise Forbidden(message, issues=[Issue("forbidden", message, expression=[path])])
+
+    async def _owners(self, reader: Store | Transaction, task: StoredResource) -> list[str]:
+        """The HSA-ids ``Task.owner`` of the current version stands for."""
+        owner = (parse_json(task.body) if task.body else {}).get("owner")
+        if not isinstance(owner, dict):
+            return []
+        ref = owner.get("reference")
+        resolved = await Resolver(reader, self.local_base).organizations(ref, task.author or "") if ref else []
+        return resolved + identifier_hsa(owner)
+
+    async def check_confirmation(self, ctx: RequestContext | None, tx: Transaction, rtype: str,
+                                 resource: dict) -> None:
+        """A custodian confirmation (``gateway.access.custodians``) names versions of CareTeams or
+        Consents the caller may see; 422 otherwise (the same answer for a hidden one as for none)."""
+        if rtype != "Provenance" or not is_confirmation(resource):
+            return
+        targets = confirmed_targets(resource, self.local_base)
+        path = "Provenance.target"
+        if not targets:
+            message = "A custodian confirmation targets the CareTeam or Consent it confirms."
+            raise InvalidResource(message, issues=[Issue("business-rule", message, expression=[path])])
+        for ttype, tid, vid in targets:
+            label = f"{ttype}/{tid}" + (f"/_history/{vid}" if vid else "")
+            if vid is None:
+                message = (f"A custodian confirmation names the version it confirms: {ttype}/{tid}/_history/n "
+                           f"(a later version needs a confirmation of its own).")
+                raise InvalidResource(message, issues=[Issue("business-rule", message, expression=[path])])
+            found = await tx.read(ttype, tid)
+            version = await tx.read_version(ttype, tid, vid) if found is not None else None
+            if version is None or version.deleted or not await self.visible(ctx, [found], reader=tx):
+                message = f"{label} is not known; a confirmation names a version of a CareTeam or Consent you can see."
+                raise InvalidResource(message, issues=[Issue("not-found", message, expression=[path])])
 
     @staticmethod
     def check_client_id(ctx: RequestContext | None, rtype: str, rid: str) -> None:
@@ -213,15 +308,15 @@ class AccessPolicy:
                            "(or a conditional update without an id).")
 
     async def check_subject(self, ctx: RequestContext | None, tx: Transaction, rtype: str, patient: str,
-                            current: StoredResource | None) -> None:
+                            person: str, current: StoredResource | None) -> None:
         """Data about a person may be written only by a caller who may see that person, and a
         resource stays with its person (older versions stay readable to exactly the same parties)."""
         caller = ctx.caller if ctx else None
         if caller is None or not patient or rtype == "Patient":
             return
         # Also across a deletion: the older versions stay readable by the person's parties, judged
-        # by the resource's patient, so bringing it back about someone else would hand them over.
-        if current is not None and (current.patient or "") != patient:
+        # by the resource's person, so bringing it back about someone else would hand them over.
+        if current is not None and (current.person or "") != person:
             raise InvalidResource(f"{rtype}/{current.rid} is about another person; a resource cannot be moved "
                                   "to another patient: create a new one.")
         found = await tx.read("Patient", patient)  # a Patient created earlier in the same transaction counts
@@ -263,15 +358,30 @@ class AccessPolicy:
             raise Forbidden(f"{what} was created by another organisation; only it may delete it.")
 
     # -- writes ----------------------------------------------------------------------------
-    def access_row(self, ctx: RequestContext | None, rtype: str, rid: str, resource: dict | None) -> tuple[str, str]:
+    async def access_row(self, ctx: RequestContext | None, tx: Transaction, rtype: str, rid: str,
+                         resource: dict | None) -> tuple[str, str, str]:
+        """(author, Patient id, person) of a version about to be stored (``gateway.access.person``)."""
         author = ctx.caller.organization if ctx and ctx.caller else ""
         patient = patient_of(rtype, rid, resource, self.local_base) if resource else ""
-        return author, patient
+        if rtype == "Patient":
+            return author, patient, person_key(rid, resource)
+        if not patient:
+            return author, "", ""
+        found = await tx.read("Patient", patient)
+        if found is not None and found.person:
+            return author, patient, found.person
+        body = parse_json(found.body) if found is not None and found.body else None
+        return author, patient, person_key(patient, body)
 
-    async def after_write(self, tx: Transaction, rtype: str, rid: str, patients: set[str],
+    async def after_write(self, tx: Transaction, rtype: str, rid: str, persons: set[str],
                           previous: StoredResource | None = None) -> None:
         """Grants and LUSEN notice rows the write changes, in its transaction (``recompute``)."""
-        await self.rows.after_write(tx, rtype, rid, patients, previous)
+        await self.rows.after_write(tx, rtype, rid, persons, previous)
+
+
+def _custody(stored: StoredResource) -> tuple[str, str]:
+    """(custodian, person): what a grant must name for another organisation to see ``stored``."""
+    return stored.author or "", stored.person or ""
 
 
 def _own_or_open(stored: StoredResource, organization: str) -> bool:

@@ -159,6 +159,12 @@ class FhirCore:
             if rid is None or resource.get("id") != rid:
                 issues.append(Issue("invalid", f"{rtype}.id must be present and equal the URL's id for an update.",
                                     expression=[f"{rtype}.id"]))
+            else:  # the update's own refusals (the write rule), never a yes the update would not give
+                current = await self.access.read_current(ctx, rtype, rid)
+                if current is None or not await self.access.can_see(ctx, current):
+                    raise NotFound(f"{rtype}/{rid} is not known.")
+                await self.access.check_write(ctx, self.store, current, f"{rtype}/{rid}")
+                await self.access.check_changes(ctx, self.store, current, resource)
         elif mode == "create" and resource.get("id") is not None:
             issues.append(Issue("informational", f"{rtype}.id is ignored on create; the server assigns the id.",
                                 severity="information", expression=[f"{rtype}.id"]))
@@ -200,6 +206,8 @@ class FhirCore:
         self.access.check_scope(ctx, rtype, "u")
         base = await self.store.read(rtype, rid)  # apply and validate before taking the write lock
         visible = base is not None and not base.deleted and await self.access.can_see(ctx, base)
+        if visible:  # the write rule first: a patch must not test or copy what the caller may not change
+            await self.access.check_write(ctx, self.store, base, f"{rtype}/{rid}")
         ahead = self._apply_patch(rtype, rid, base, patch) if visible else None
         async with self.store.transaction() as tx:
             return await self.patch_in(tx, rtype, rid, patch, if_match, ahead=ahead, ctx=ctx)
@@ -232,7 +240,7 @@ class FhirCore:
         self._check_update(rtype, rid, resource)
         self.access.check_scope(ctx, rtype, "u")
         current = await self._current(tx, rtype, rid, ctx)
-        await self.access.check_write(ctx, current, f"{rtype}/{rid}")
+        await self.access.check_write(ctx, tx, current, f"{rtype}/{rid}")
         self._check_if_match(current, if_match, f"{rtype}/{rid}")
         vid = current.vid + 1 if current else 1
         stored = await self._put(tx, rtype, rid, resource, vid, prepared, ctx, previous=current, server=server)
@@ -279,7 +287,7 @@ class FhirCore:
             raise NotFound(f"{rtype}/{rid} is not known.")
         if current.deleted:
             raise Gone(f"{rtype}/{rid} was deleted; it cannot be patched.")
-        await self.access.check_write(ctx, current, f"{rtype}/{rid}")
+        await self.access.check_write(ctx, tx, current, f"{rtype}/{rid}")
         self._check_if_match(current, if_match, f"{rtype}/{rid}")
         if ahead is None or ahead[0] != current.vid:
             ahead = self._apply_patch(rtype, rid, current, patch)
@@ -315,7 +323,7 @@ class FhirCore:
         version = StoredResource(rtype, rid, current.vid + 1, self._now(), None)
         stored = WriteResult(await self._save(tx, version, None), created=False)
         await self.audit.record_change(tx, ctx, "delete", stored.stored)
-        await self.access.after_write(tx, rtype, rid, {current.patient or ""}, previous=current)
+        await self.access.after_write(tx, rtype, rid, {current.person or ""}, previous=current)
         if self.events is not None:
             await self.events.after_write(tx, rtype, stored.stored, None, None, current)
         return stored
@@ -401,14 +409,16 @@ class FhirCore:
         if rtype == SUBSCRIPTION and self.events is not None:
             channel = await self.events.subscription_status(tx, ctx, rid, canonical, server)
         version = StoredResource(rtype, rid, vid, now, dumps(canonical))
-        access = self.access.access_row(ctx, rtype, rid, canonical)
-        await self.access.check_subject(ctx, tx, rtype, access[1], previous)
-        await self.access.check_references(ctx, tx, canonical, access[1])
+        await self.access.check_changes(ctx, tx, previous, canonical)  # the write rule, element by element
+        author, patient, person = access = await self.access.access_row(ctx, tx, rtype, rid, canonical)
+        await self.access.check_subject(ctx, tx, rtype, patient, person, previous)
+        await self.access.check_references(ctx, tx, canonical, patient)
+        await self.access.check_confirmation(ctx, tx, rtype, canonical)
         stored = await self._save(tx, version, prepared.index, access)
         created = previous is None or previous.deleted
         await self.audit.record_change(tx, ctx, interaction or ("create" if created else "update"), stored)
-        # A CareTeam or Consent write changes who may see its patient (and the one it left).
-        await self.access.after_write(tx, rtype, rid, {access[1], (previous.patient if previous else "") or ""},
+        # A CareTeam, Consent or confirmation changes who may see its person (and the one it left).
+        await self.access.after_write(tx, rtype, rid, {person, (previous.person if previous else "") or ""},
                                       previous=previous)
         if self.events is not None:  # notification events, committed with the change
             await self.events.after_write(tx, rtype, stored, canonical, prepared.index, previous, channel, server)

@@ -170,16 +170,16 @@ class SearchService:
             found = await self.store.read(rtype, rid)
             if found is None or not await self.access.can_read(ctx, found):
                 raise NotFound(f"{rtype}/{rid} is not known.")
+        # The access condition counts and pages only what the caller may see: of a resource it sees
+        # only as a LUSEN notice, the current version.
         access = self.access.filter(ctx)
         page, total = await self.store.history(HistoryQuery(rtype, rid, since, cursor, count, access))
-        shown = await self.access.without_notice_history(ctx, page)
-        total -= len(page) - len(shown)
-        versions = await self.access.release(ctx, shown)
+        versions = await self.access.release(ctx, page)
         path = "/".join(p for p in (ctx.base_url, rtype, rid, "_history") if p)
         keep = {k: v for k, v in values.items() if k in ("_since", "_count")}
         links = [("self", path + (f"?{urlencode({**keep, **({'_cursor': cursor} if cursor else {})})}"
                                   if keep or cursor else ""))]
-        if len(page) == count and page:  # the store's page, before notice history was left out
+        if len(page) == count and page:
             links.append(("next", f"{path}?{urlencode({**keep, '_count': count, '_cursor': page[-1].seq})}"))
         return bundle("history", [history_entry(ctx.base_url, v) for v in versions], total=total, links=links)
 

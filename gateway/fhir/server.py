@@ -4,10 +4,12 @@ Everything that reaches FHIR data â€” HTTP routes, mapping modules, workflows â€
 """
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 
 from gateway.access.audit import AuditLog
 from gateway.access.policy import AccessPolicy
+from gateway.auth.directory import Directory
 from gateway.auth.registry import ClientRegistry
 from gateway.events.delivery import Delivery, DeliverySettings
 from gateway.events.engine import LocalEngine
@@ -26,6 +28,8 @@ from gateway.settings import Settings
 from gateway.store import Store
 from gateway.validation.validator import Validator, parse_required
 
+log = logging.getLogger("gateway.server")
+
 
 class FhirServer:
     def __init__(self, settings: Settings, store: Store, registry: SearchRegistry | None = None,
@@ -38,7 +42,9 @@ class FhirServer:
                              settings.search_snapshot_limit, settings.base_url)
         self.validator = Validator.load(settings.profiles_dir, parse_required(settings.required_profiles))
         self.conformance = ConformanceLibrary.load(settings.profiles_dir, self.registry.definitions)
-        self.access = AccessPolicy(store, parser.local_base)
+        # Who receives LUSEN notices is the operator's directory, kept beside the registered clients.
+        self.directory = Directory(settings.db_path) if settings.security != "off" else None
+        self.access = AccessPolicy(store, parser.local_base, self.directory.routes if self.directory else None)
         self.audit = AuditLog(store)
         self.topics = TopicCatalog.load(settings.profiles_dir / "subscription-topics")
         self.events = EventRecorder(self.topics, self.registry, parser.local_base, self.access,
@@ -66,6 +72,18 @@ class FhirServer:
         self.bundles = BundleProcessor(self.core, self.search)
         self._published = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         self._capability: dict[str, bytes] = {}
+
+    async def prepare_store(self) -> None:
+        """Work an upgraded store asks for before serving: recompute the access rows."""
+        async with self.store.transaction() as tx:
+            if "access-rebuild" in await tx.maintenance():
+                persons = await self.access.rows.rebuild(tx)
+                await tx.maintenance_done("access-rebuild")
+                log.warning("access rows recomputed for %d persons after a store upgrade", persons)
+
+    def close(self) -> None:
+        if self.directory is not None:
+            self.directory.close()
 
     def capability(self, base_url: str) -> bytes:
         cached = self._capability.get(base_url)

@@ -37,6 +37,7 @@ class AuditQuery:
     until_us: int | None = None
     before: tuple[int, int] | None = None  # (recorded, id) of the last entry already served
     limit: int = 20
+    visible_to: str | None = None  # only entries by this organisation's users or about its records (None: all)
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,11 @@ class Reader(ABC):
 class Transaction(Reader):
     @abstractmethod
     async def put(self, version: StoredResource, index: IndexRows | None,
-                  access: tuple[str, str] | None = None) -> StoredResource:
+                  access: tuple[str, str, str] | None = None) -> StoredResource:
         """Write ``version`` (vid must be current vid + 1, or 1 for a new resource) and make it current.
 
         ``body`` None records a deletion and drops the index rows. ``access`` = (author
-        organisation, patient id): the author is kept from the first version. Raises VersionConflict.
+        organisation, patient id, person): the author is kept from the first version. Raises VersionConflict.
         """
 
     @abstractmethod
@@ -81,29 +82,54 @@ class Transaction(Reader):
         """Access-log entries for the changes of this transaction (committed with them)."""
 
     @abstractmethod
-    async def grant_patients(self, organizations: list[str]) -> set[str]:
-        """Patients any of these organisations holds a grant row for (any time)."""
+    async def grant_persons(self, organizations: list[str]) -> set[str]:
+        """Persons any of these organisations holds a grant row for, as recipient (any time)."""
 
     @abstractmethod
-    async def replace_grants(self, patient: str, grants: list[tuple[str, int, int]]) -> None:
-        """Set which organisations may see this patient's data: (organisation, from_us, to_us)."""
+    async def replace_grants(self, person: str, grants: list[tuple[str, str, int, int]]) -> None:
+        """Set whose data about this person which organisations may see: (custodian, recipient,
+        from_us, to_us)."""
 
     @abstractmethod
-    async def replace_notice_access(self, patient: str, rows: list[tuple[str, str, str]]) -> None:
-        """Set what organisations may read about this patient under LUSEN's admission-notice
-        exception: (organisation, resource type, id)."""
+    async def replace_notice_access(self, person: str, rows: list[tuple[str, str, str]]) -> None:
+        """Set what may be read about this person under LUSEN's admission-notice exception:
+        (route, resource type, id)."""
 
     @abstractmethod
-    async def notice_patients(self, organizations: list[str]) -> set[str]:
-        """Patients any of these organisations holds a notice row for."""
+    async def notice_persons(self, routes: list[str]) -> set[str]:
+        """Persons any of these notice routes holds a row for."""
 
     @abstractmethod
-    async def has_grant(self, organization: str, patients: list[str], now_us: int) -> set[str]:
+    async def has_grant(self, organization: str, pairs: list[tuple[str, str]], now_us: int) -> set[tuple[str, str]]:
         """``Store.has_grant`` as this transaction sees it (its own grant changes included)."""
 
     @abstractmethod
-    async def notice_visible(self, organization: str, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    async def notice_visible(self, routes: tuple[str, ...], keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
         """``Store.notice_visible`` as this transaction sees it."""
+
+    @abstractmethod
+    async def read_version(self, rtype: str, rid: str, vid: int) -> StoredResource | None:
+        """``Store.read_version`` as this transaction sees it."""
+
+    @abstractmethod
+    async def about_person(self, rtype: str, person: str) -> list[StoredResource]:
+        """Current resources of ``rtype`` about the person (through any Patient that stands for it)."""
+
+    @abstractmethod
+    async def rekey_person(self, patient: str, person: str) -> set[str]:
+        """The Patient now stands for ``person``, and so do the resources about it; returns the
+        persons they stood for before."""
+
+    @abstractmethod
+    async def maintenance(self) -> set[str]:
+        """Work left for the gateway after an upgrade (e.g. 'access-rebuild')."""
+
+    @abstractmethod
+    async def maintenance_done(self, task: str) -> None: ...
+
+    @abstractmethod
+    async def persons(self) -> list[tuple[str, str]]:
+        """(Patient id, person) pairs of the access rows (an upgrade's rebuild)."""
 
     @abstractmethod
     def on_commit(self, callback: Callable[[], None]) -> None:
@@ -168,7 +194,7 @@ class Store(Reader):
     @abstractmethod
     async def read_granted(self, rtype: str, rid: str, organization: str,
                            now_us: int) -> tuple[StoredResource | None, bool]:
-        """``read``, and whether ``organization`` holds a grant for the resource's patient at ``now_us``."""
+        """``read``, and whether its custodian discloses its person's data to ``organization`` at ``now_us``."""
 
     @abstractmethod
     async def read_version(self, rtype: str, rid: str, vid: int) -> StoredResource | None: ...
@@ -205,12 +231,13 @@ class Store(Reader):
         """Newest first, and the total matching (ignoring paging)."""
 
     @abstractmethod
-    async def has_grant(self, organization: str, patients: list[str], now_us: int) -> set[str]:
-        """Those of ``patients`` whose data ``organization`` may see at ``now_us``."""
+    async def has_grant(self, organization: str, pairs: list[tuple[str, str]], now_us: int) -> set[tuple[str, str]]:
+        """Those (custodian, person) pairs whose custodian discloses the person's data to
+        ``organization`` at ``now_us``."""
 
     @abstractmethod
-    async def notice_visible(self, organization: str, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Those (type, id) ``organization`` may read under LUSEN's admission-notice exception."""
+    async def notice_visible(self, routes: tuple[str, ...], keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Those (type, id) the notice routes may read under LUSEN's admission-notice exception."""
 
     @abstractmethod
     async def subscription(self, sub: str) -> SubscriptionRow | None: ...

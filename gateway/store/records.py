@@ -16,8 +16,9 @@ class StoredResource:
     last_updated_us: int  # microseconds since the epoch, UTC
     body: bytes | None
     seq: int = 0  # store-wide, monotonically increasing version sequence
-    author: str | None = None  # HSA-id of the organisation that created the resource ('' unknown)
+    author: str | None = None  # HSA-id of the organisation that created it: its custodian ('' the gateway's)
     patient: str | None = None  # id of the Patient the resource is about ('' none)
+    person: str | None = None  # the person that Patient stands for (``gateway.access.person``; '' none)
 
     @property
     def deleted(self) -> bool:
@@ -44,8 +45,8 @@ class IndexRows:
 
 @dataclass(frozen=True, slots=True)
 class AccessFilter:
-    """Only resources this organisation may see: its own, directory types, and those about
-    patients it holds a grant for at ``now_us`` (see gateway.access)."""
+    """Only resources this organisation may see: its own, directory types, and those whose
+    custodian discloses their person's data to it at ``now_us`` (see gateway.access)."""
 
     organization: str
     now_us: int
@@ -53,9 +54,10 @@ class AccessFilter:
     # Patients under sekretessmarkering / skyddad folkbokföring do not match a search on their
     # address unless the caller authored them: (system, codes) of those labels, or None.
     protected_labels: tuple[str, tuple[str, ...]] | None = None
-    # Also what it may read under LUSEN's admission-notice exception (notice_access rows); off
-    # when the search uses a parameter on elements the notice does not disclose.
-    notice: bool = False
+    # Also what it may read under LUSEN's admission-notice exception: the notice routes it stands
+    # for (notice_access rows); () when the search uses a parameter on elements the notice does
+    # not disclose, or the organisation receives no notices.
+    notice_routes: tuple[str, ...] = ()
 
 
 class AuditRecord(NamedTuple):
@@ -75,6 +77,7 @@ class AuditRecord(NamedTuple):
     patient: str  # '' when none
     entities: str  # "Task/1/_history/2" …, one per line
     query: str = ""  # the search or operation request, as sent
+    custodian: str = ""  # the organisation whose records these are (their author): its admins see the entry
     seq: int = 0
 
     @property

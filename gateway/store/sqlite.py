@@ -18,16 +18,15 @@ from typing import AsyncIterator
 from gateway.store.base import HistoryQuery, Snapshot, Store, Transaction, VersionConflict
 from gateway.store.plan import SearchMatches, SearchPlan
 from gateway.store.records import AuditRecord, IndexRows, StoredResource
-from gateway.store.audit_writer import log_table
+from gateway.store.audit_writer import add_custodian, log_table
 from gateway.store.sqlite_audit import AuditTable, append_audit
-from gateway.store.sqlite_access import (
-    ACCESS_CONDITION, NOTICE_CONDITION, access_args, grant_patients, has_grant, notice_patients, notice_visible,
-    replace_grants, replace_notice_access,
-)
+from gateway.store import sqlite_access as access_sql
+from gateway.store.sqlite_access import ACCESS_CONDITION, access_args, notice_condition
 from gateway.store.sqlsearch import from_where, order_by
 from gateway.store import sqlite_events as events
 
-SCHEMA_VERSION = 4  # 2: res_access, access_grants (organisation access); 3: notice_access (LUSEN); 4: subscriptions
+SCHEMA_VERSION = 5  # 2: res_access, access_grants (organisation access); 3: notice_access (LUSEN); 4: subscriptions;
+# 5: access by person and custodian (res_access.person, grants per custodian, notice rows per route)
 
 
 class StoreSchemaError(RuntimeError):
@@ -65,17 +64,22 @@ CREATE INDEX IF NOT EXISTS idx_date_value ON idx_date (rtype, param, low);
 CREATE TABLE IF NOT EXISTS idx_string (rkey INTEGER NOT NULL, rtype TEXT NOT NULL, param TEXT NOT NULL,
     value TEXT NOT NULL, raw TEXT NOT NULL, PRIMARY KEY (rkey, param, value, raw)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idx_string_value ON idx_string (rtype, param, value);
--- Who created each resource and which patient it is about; grants say which organisation may
--- see which patient's data, and when (materialised from CareTeam and Consent, gateway.access).
-CREATE TABLE IF NOT EXISTS res_access (rkey INTEGER PRIMARY KEY, author TEXT NOT NULL, patient TEXT NOT NULL);
+-- Who created each resource (its custodian), which Patient it is about and which person that
+-- Patient stands for; grants say which custodian discloses which person's data to which
+-- organisation, and when (materialised from CareTeam and Consent, gateway.access).
+CREATE TABLE IF NOT EXISTS res_access (rkey INTEGER PRIMARY KEY, author TEXT NOT NULL, patient TEXT NOT NULL,
+    person TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS res_access_patient ON res_access (patient);
-CREATE TABLE IF NOT EXISTS access_grants (org TEXT NOT NULL, patient TEXT NOT NULL, valid_from INTEGER NOT NULL,
-    valid_to INTEGER NOT NULL, PRIMARY KEY (org, patient, valid_from)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS access_grants_patient ON access_grants (patient);
--- LUSEN: resources an organisation may read without consent (gateway.access.notice).
-CREATE TABLE IF NOT EXISTS notice_access (org TEXT NOT NULL, rtype TEXT NOT NULL, rid TEXT NOT NULL,
-    patient TEXT NOT NULL, PRIMARY KEY (org, rtype, rid)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS notice_access_patient ON notice_access (patient);
+CREATE TABLE IF NOT EXISTS access_grants (custodian TEXT NOT NULL, org TEXT NOT NULL, person TEXT NOT NULL,
+    valid_from INTEGER NOT NULL, valid_to INTEGER NOT NULL,
+    PRIMARY KEY (org, custodian, person, valid_from)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS access_grants_person ON access_grants (person);
+-- LUSEN: resources a notice route may read without consent (gateway.access.notice).
+CREATE TABLE IF NOT EXISTS notice_access (route TEXT NOT NULL, rtype TEXT NOT NULL, rid TEXT NOT NULL,
+    person TEXT NOT NULL, PRIMARY KEY (route, rtype, rid)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS notice_access_person ON notice_access (person);
+-- Work the gateway must do once after an upgrade (e.g. 'access-rebuild': recompute the access rows).
+CREATE TABLE IF NOT EXISTS maintenance (task TEXT PRIMARY KEY);
 -- The access log (patientdatalagen): append-only; served as AuditEvent to administrators.
 -- (audit_log: see audit_writer.log_table, appended below; read entries are in the access-log file)
 DROP INDEX IF EXISTS audit_patient;
@@ -87,27 +91,28 @@ CREATE TABLE IF NOT EXISTS search_snapshots (
 """ + log_table("audit_log") + events.EVENTS_SCHEMA
 
 _READ_CURRENT = (
-    "SELECT v.vid, v.last_updated, v.body, v.seq, a.author, a.patient FROM current c "
+    "SELECT v.vid, v.last_updated, v.body, v.seq, a.author, a.patient, a.person FROM current c "
     "JOIN versions v ON v.seq = c.seq LEFT JOIN res_access a ON a.rkey = c.rkey WHERE c.rtype = ? AND c.rid = ?"
 )
 # A version with its resource's access facts (rtype, rid, vid, last_updated, body, seq, author, patient).
-_VERSION_COLUMNS = ("SELECT v.rtype, v.rid, v.vid, v.last_updated, v.body, v.seq, a.author, a.patient "
+_VERSION_COLUMNS = ("SELECT v.rtype, v.rid, v.vid, v.last_updated, v.body, v.seq, a.author, a.patient, a.person "
                     "FROM versions v LEFT JOIN current c ON c.rtype = v.rtype AND c.rid = v.rid "
                     "LEFT JOIN res_access a ON a.rkey = c.rkey")
 
 
-# The current version and whether an organisation holds a grant for its patient now: a read by
-# another organisation in one statement instead of two.
+# The current version and whether its custodian discloses its person's data to an organisation
+# now: a read by another organisation in one statement instead of two.
 _READ_CURRENT_GRANTED = (
-    "SELECT v.vid, v.last_updated, v.body, v.seq, a.author, a.patient, EXISTS (SELECT 1 FROM access_grants g "
-    "WHERE g.org = ? AND g.patient = a.patient AND g.valid_from <= ? AND g.valid_to > ?) FROM current c "
+    "SELECT v.vid, v.last_updated, v.body, v.seq, a.author, a.patient, a.person, EXISTS (SELECT 1 FROM "
+    "access_grants g WHERE g.org = ? AND g.custodian = a.author AND g.person = a.person AND g.valid_from <= ? "
+    "AND g.valid_to > ?) FROM current c "
     "JOIN versions v ON v.seq = c.seq LEFT JOIN res_access a ON a.rkey = c.rkey WHERE c.rtype = ? AND c.rid = ?"
 )
 
 
 def _read(conn: sqlite3.Connection, rtype: str, rid: str) -> StoredResource | None:
     row = conn.execute(_READ_CURRENT, (rtype, rid)).fetchone()
-    return StoredResource(rtype, rid, row[0], row[1], row[2], row[3], row[4], row[5]) if row else None
+    return StoredResource(rtype, rid, row[0], row[1], row[2], row[3], row[4], row[5], row[6]) if row else None
 
 
 def _search(conn: sqlite3.Connection, plan: SearchPlan) -> SearchMatches:
@@ -131,7 +136,12 @@ def _read_seqs(conn: sqlite3.Connection, seqs: list[int]) -> list[StoredResource
     return [by_seq[s] for s in seqs if s in by_seq]
 
 
-class SqliteTransaction(events.TransactionEvents, Transaction):
+def _read_version(conn: sqlite3.Connection, rtype: str, rid: str, vid: int) -> StoredResource | None:
+    row = conn.execute(f"{_VERSION_COLUMNS} WHERE v.rtype = ? AND v.rid = ? AND v.vid = ?", (rtype, rid, vid)).fetchone()
+    return StoredResource(*row) if row else None
+
+
+class SqliteTransaction(access_sql.TransactionAccess, events.TransactionEvents, Transaction):
     def __init__(self, conn: sqlite3.Connection):
         self._conn = conn
         self.committed: list = []  # on_commit callbacks, run by SqliteStore.transaction()
@@ -145,29 +155,14 @@ class SqliteTransaction(events.TransactionEvents, Transaction):
     async def read_seqs(self, seqs: list[int]) -> list[StoredResource]:
         return _read_seqs(self._conn, seqs)
 
+    async def read_version(self, rtype: str, rid: str, vid: int) -> StoredResource | None:
+        return _read_version(self._conn, rtype, rid, vid)
+
     async def append_audit(self, records: list[AuditRecord]) -> None:
         append_audit(self._conn, records)
 
-    async def grant_patients(self, organizations: list[str]) -> set[str]:
-        return grant_patients(self._conn, organizations)
-
-    async def replace_grants(self, patient: str, grants: list[tuple[str, int, int]]) -> None:
-        replace_grants(self._conn, patient, grants)
-
-    async def replace_notice_access(self, patient: str, rows: list[tuple[str, str, str]]) -> None:
-        replace_notice_access(self._conn, patient, rows)
-
-    async def notice_patients(self, organizations: list[str]) -> set[str]:
-        return notice_patients(self._conn, organizations)
-
-    async def has_grant(self, organization: str, patients: list[str], now_us: int) -> set[str]:
-        return has_grant(self._conn, organization, patients, now_us)
-
-    async def notice_visible(self, organization: str, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
-        return notice_visible(self._conn, organization, keys)
-
     async def put(self, version: StoredResource, index: IndexRows | None,
-                  access: tuple[str, str] | None = None) -> StoredResource:
+                  access: tuple[str, str, str] | None = None) -> StoredResource:
         conn = self._conn
         row = conn.execute("SELECT rkey, vid FROM current WHERE rtype = ? AND rid = ?",
                            (version.rtype, version.rid)).fetchone()
@@ -193,11 +188,11 @@ class SqliteTransaction(events.TransactionEvents, Transaction):
         if index is not None and not deleted:
             self._write_index(rkey, version.rtype, index)
         if access is not None:  # the author is who created it: later versions keep it
-            conn.execute("INSERT INTO res_access VALUES (?, ?, ?) ON CONFLICT (rkey) DO UPDATE SET patient = "
-                         "excluded.patient", (rkey, *access))
-        found = conn.execute("SELECT author, patient FROM res_access WHERE rkey = ?", (rkey,)).fetchone()
+            conn.execute("INSERT INTO res_access VALUES (?, ?, ?, ?) ON CONFLICT (rkey) DO UPDATE SET patient = "
+                         "excluded.patient, person = excluded.person", (rkey, *access))
+        found = conn.execute("SELECT author, patient, person FROM res_access WHERE rkey = ?", (rkey,)).fetchone()
         return StoredResource(version.rtype, version.rid, version.vid, version.last_updated_us, version.body, seq,
-                              *(found or (None, None)))
+                              *(found or (None, None, None)))
 
     def _write_index(self, rkey: int, rtype: str, index: IndexRows) -> None:
         conn = self._conn
@@ -215,7 +210,7 @@ class SqliteTransaction(events.TransactionEvents, Transaction):
                              [(rkey, rtype, p, norm, raw) for p, norm, raw in index.strings])
 
 
-class SqliteStore(AuditTable, events.StoreEvents, Store):
+class SqliteStore(access_sql.StoreAccess, AuditTable, events.StoreEvents, Store):
     def __init__(self, path: str, synchronous: str = "FULL"):
         self._path = path
         self._synchronous = synchronous
@@ -253,11 +248,17 @@ class SqliteStore(AuditTable, events.StoreEvents, Store):
         has_tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'versions'").fetchone()[0]
         # 1 → 2 → 3 → 4 only add tables: existing resources get no author (visible to trusted
         # callers and through grants only) and no notice rows until they are written again.
-        if version not in (SCHEMA_VERSION, 1, 2, 3) and (has_tables or version):
+        # 2-4 → 5 reshape the access rows; the gateway recomputes them at start (maintenance).
+        if version not in (SCHEMA_VERSION, 1, 2, 3, 4) and (has_tables or version):
             conn.close()
             raise StoreSchemaError(f"The store {self._path} has schema version {version}; this gateway uses "
                                    f"{SCHEMA_VERSION}. Point GATEWAY_DB at a new file (no migration exists yet).")
+        if version in (2, 3, 4):
+            access_sql.reshape_before_5(conn)
         conn.executescript(SCHEMA)
+        if version in (2, 3, 4):
+            conn.execute("INSERT OR IGNORE INTO maintenance VALUES ('access-rebuild')")
+        add_custodian(conn, "audit_log")
         events.add_missing_columns(conn)
         if version == 1:  # a paged search belongs to the organisation that ran it
             conn.execute("ALTER TABLE search_snapshots ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
@@ -348,21 +349,13 @@ class SqliteStore(AuditTable, events.StoreEvents, Store):
         row = self._reader.execute(_READ_CURRENT_GRANTED, (organization, now_us, now_us, rtype, rid)).fetchone()
         if row is None:
             return None, False
-        return StoredResource(rtype, rid, row[0], row[1], row[2], row[3], row[4], row[5]), bool(row[6])
+        return StoredResource(rtype, rid, row[0], row[1], row[2], row[3], row[4], row[5], row[6]), bool(row[7])
 
     async def search(self, plan: SearchPlan) -> SearchMatches:
         return _search(self._reader, plan)
 
     async def read_version(self, rtype: str, rid: str, vid: int) -> StoredResource | None:
-        row = self._reader.execute(f"{_VERSION_COLUMNS} WHERE v.rtype = ? AND v.rid = ? AND v.vid = ?",
-                                   (rtype, rid, vid)).fetchone()
-        return StoredResource(*row) if row else None
-
-    async def has_grant(self, organization: str, patients: list[str], now_us: int) -> set[str]:
-        return has_grant(self._reader, organization, patients, now_us)
-
-    async def notice_visible(self, organization: str, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
-        return notice_visible(self._reader, organization, keys)
+        return _read_version(self._reader, rtype, rid, vid)
 
     async def read_seqs(self, seqs: list[int]) -> list[StoredResource]:
         return _read_seqs(self._reader, seqs)
@@ -407,11 +400,10 @@ class SqliteStore(AuditTable, events.StoreEvents, Store):
             args.append(query.since_us)
         if query.access is not None:
             open_types = sorted(query.access.open_types)
-            notice = f" OR {NOTICE_CONDITION}" if query.access.notice else ""
+            routes = query.access.notice_routes
+            notice = f" OR {notice_condition(routes, 'v.seq')}" if routes else ""
             conds.append(f"(v.rtype IN ({','.join('?' * len(open_types))}) OR {ACCESS_CONDITION}{notice})")
-            args += [*open_types, *access_args(query.access)]
-            if notice:
-                args.append(query.access.organization)
+            args += [*open_types, *access_args(query.access), *routes]
         where = " AND ".join(conds) or "1"
         source = "versions v LEFT JOIN current c ON c.rtype = v.rtype AND c.rid = v.rid"
         total = self._reader.execute(f"SELECT COUNT(*) FROM {source} WHERE {where}", args).fetchone()[0]

@@ -11,7 +11,7 @@ from gateway.store.plan import (
     Clause, DateClause, IdClause, MissingClause, ReferenceClause, SearchPlan, SortKey,
     StringClause, TokenClause,
 )
-from gateway.store.sqlite_access import ACCESS_CONDITION, NOTICE_CONDITION, access_args
+from gateway.store.sqlite_access import ACCESS_CONDITION, access_args, notice_condition
 
 TABLES = {"token": "idx_token", "reference": "idx_ref", "date": "idx_date", "string": "idx_string"}
 MAX_CHAR = "\U0010ffff"
@@ -134,9 +134,9 @@ def from_where(plan: SearchPlan) -> tuple[str, list]:
             conds.append(f"EXISTS (SELECT 1 FROM {table} t WHERE t.rkey = c.rkey AND t.param = ? AND ({cond}))")
             args += sub
     if plan.access is not None and plan.rtype not in plan.access.open_types:
-        if plan.access.notice:
-            conds.append(f"({ACCESS_CONDITION} OR {NOTICE_CONDITION})")
-            args += [*access_args(plan.access), plan.access.organization]
+        if plan.access.notice_routes:
+            conds.append(f"({ACCESS_CONDITION} OR {notice_condition(plan.access.notice_routes)})")
+            args += [*access_args(plan.access), *plan.access.notice_routes]
         else:
             conds.append(ACCESS_CONDITION)
             args += access_args(plan.access)
