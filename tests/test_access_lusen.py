@@ -321,6 +321,29 @@ async def test_lusen_history_and_vread_show_the_current_notice_only(world):
     assert len((await w.get(REGION, f"Patient/{w.ids['pid']}/_history")).json()["entry"]) == 2  # the author: all
 
 
+@pytest.mark.parametrize("path", ["Patient/{pid}/_history", "Patient/_history", "_history", "Encounter/_history"])
+async def test_lusen_history_totals_count_only_what_the_notice_reader_sees(world, path):
+    """A total must not tell of versions the caller cannot see, whatever the page size."""
+    w = world
+    person = (await w.get(REGION, f"Patient/{w.ids['pid']}")).json()
+    for street in ("Nygatan 1", "Nygatan 2"):
+        person["address"][0]["line"] = [street]
+        await w.put(REGION, person)
+        person = (await w.get(REGION, f"Patient/{w.ids['pid']}")).json()
+    url = path.format(**w.ids)
+    whole = (await w.get(KOMMUN, f"{url}?_count=50")).json()
+    assert whole["total"] == len(whole.get("entry", []))
+    for count in (1, 2):
+        page = (await w.get(KOMMUN, f"{url}?_count={count}")).json()
+        assert page["total"] == whole["total"], (count, page)
+    shown, next_url = [], f"{FHIR}/{url}?_count=1"
+    while next_url:  # paging through shows exactly the total, nothing hidden
+        page = (await w.http.get(next_url, headers=w.h[KOMMUN])).json()
+        shown += [e["resource"]["meta"]["versionId"] for e in page.get("entry", [])]
+        next_url = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
+    assert len(shown) == whole["total"]
+
+
 async def test_lusen_includes_give_the_notice_view_and_nothing_hidden(world):
     w = world
     r = await w.get(KOMMUN, f"Encounter?patient={w.ids['pid']}&_include=Encounter:subject&_revinclude=Task:encounter")

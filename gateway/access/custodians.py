@@ -15,10 +15,11 @@ are each responsible for disclosing what they record. A CareTeam or Consent spea
 So a team or consent written by an organisation that may see others' data opens nothing of
 theirs to anyone: it speaks only for its author until the others confirm it.
 
-References to organisations are resolved to HSA-ids **as their referrer's author wrote them**:
-an Organization or PractitionerRole resource stands for the HSA-id it names only if that
-organisation wrote it itself, the operator did (no author), or the referrer's own author did. A
-directory entry someone else keeps cannot be turned into a grant for a third party by editing it.
+References to organisations are resolved to HSA-ids **as the custodian can vouch for them**:
+for custodian C's data, an Organization or PractitionerRole resource stands for the HSA-id it
+names only if that organisation wrote it itself, the operator did (no author), or C did. A
+directory entry someone else keeps cannot be turned into a grant of C's data for a third party by
+editing it (a team that names organisations by HSA-id, a logical reference, needs no entry).
 """
 from __future__ import annotations
 
@@ -89,18 +90,18 @@ class Resolver:
         self.tx = tx
         self.local_base = local_base
 
-    async def annotate(self, body: dict, referrer_author: str | None) -> dict:
+    async def annotate(self, body: dict, custodian: str | None) -> dict:
         """Add the HSA-ids each Organization / PractitionerRole reference of ``body`` stands for
-        (``HSA_KEY``), as trusted for a resource written by ``referrer_author``."""
+        (``HSA_KEY``), as ``custodian`` can vouch for them."""
         cache: dict[str, list[str]] = {}
         for ref in dict.fromkeys(iter_references(body)):
-            cache[ref] = await self.organizations(ref, referrer_author or "")
+            cache[ref] = await self.organizations(ref, custodian or "")
         _mark(body, cache)
         return body
 
-    async def organizations(self, ref: str, referrer_author: str, body: bytes | None = None) -> list[str]:
-        """The HSA-ids an 'Organization/x' or 'PractitionerRole/y' reference stands for
-        (``body``: this version of the target instead of the stored one)."""
+    async def organizations(self, ref: str, custodian: str, body: bytes | None = None) -> list[str]:
+        """The HSA-ids an 'Organization/x' or 'PractitionerRole/y' reference stands for, for
+        ``custodian``'s data (``body``: this version of the target instead of the stored one)."""
         parsed = parse_reference(ref, (self.local_base,))
         if not parsed or parsed[0] not in ("Organization", "PractitionerRole"):
             return []
@@ -112,15 +113,15 @@ class Resolver:
         author = stored.author or "" if stored is not None else ""
         resource = parse_json(body)
         if parsed[0] == "Organization":
-            return [h for h in identifier_hsa(resource) if _trusted(author, h, referrer_author)]
+            return [h for h in identifier_hsa(resource) if _trusted(author, h, custodian)]
         org = resource.get("organization")
-        hsa = [h for h in identifier_hsa(org) if _trusted(author, h, referrer_author)]
+        hsa = [h for h in identifier_hsa(org) if _trusted(author, h, custodian)]
         target = parse_reference(org, (self.local_base,))
         if target and target[0] == "Organization":
             found = await self.tx.read("Organization", target[1])
             if found is not None and not found.deleted:
                 hsa += [h for h in identifier_hsa(parse_json(found.body))
-                        if _trusted(author, h, referrer_author) and _trusted(found.author or "", h, referrer_author)]
+                        if _trusted(author, h, custodian) and _trusted(found.author or "", h, custodian)]
         return hsa
 
     async def sources(self, person: str) -> dict[str, tuple[list[Source], list[Source]]]:
@@ -129,14 +130,14 @@ class Resolver:
         for kind, rtype in enumerate(("CareTeam", "Consent")):
             for stored in await self.tx.about_person(rtype, person):
                 author = stored.author or ""
-                current = await self.annotate(parse_json(stored.body), author)
-                out[author][kind].append(Source(current))
+                as_recorded = await self.annotate(parse_json(stored.body), author)
+                out[author][kind].append(Source(as_recorded))
+                named = _named(rtype, as_recorded)  # the parties its author names
                 for confirmer, vid in (await self._confirmations(stored)).items():
-                    if confirmer == author or confirmer not in _named(rtype, current):
-                        continue
-                    version = await self._version(stored, vid)
-                    if version is not None:
-                        out[confirmer][kind].append(Source(current, await self.annotate(version, author)))
+                    version = await self._version(stored, vid) if confirmer != author and confirmer in named else None
+                    if version is not None:  # both versions, as the confirmer can vouch for their references
+                        current = await self.annotate(parse_json(stored.body), confirmer)
+                        out[confirmer][kind].append(Source(current, await self.annotate(version, confirmer)))
         return out
 
     async def _confirmations(self, stored: StoredResource) -> dict[str, int]:
@@ -172,9 +173,9 @@ def _named(rtype: str, body: dict) -> set[str]:
     return named
 
 
-def _trusted(resource_author: str, hsa: str, referrer_author: str) -> bool:
-    """A directory entry stands for ``hsa`` if that organisation, the operator or the referrer's author wrote it."""
-    return resource_author in ("", hsa, referrer_author)
+def _trusted(resource_author: str, hsa: str, custodian: str) -> bool:
+    """A directory entry stands for ``hsa`` if that organisation, the operator or the custodian wrote it."""
+    return resource_author in ("", hsa, custodian)
 
 
 def _mark(node: Any, resolved: dict[str, list[str]]) -> None:

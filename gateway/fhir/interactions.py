@@ -17,7 +17,7 @@ from gateway.access.audit import AuditLog
 from gateway.access.policy import AccessPolicy, search_param_names
 from gateway.events.recorder import SUBSCRIPTION, EventRecorder
 from gateway.errors import (
-    BadRequest, Conflict, Gone, Issue, MethodNotAllowed, NotFound, PreconditionFailed, UnprocessablePatch, information_outcome,
+    BadRequest, Conflict, FhirError, Gone, Issue, MethodNotAllowed, NotFound, PreconditionFailed, UnprocessablePatch, information_outcome,
     operation_outcome,
 )
 from gateway.fhir.canonical import canonical_resource, dumps, parse_json
@@ -187,7 +187,7 @@ class FhirCore:
                      ctx: RequestContext | None = None) -> WriteResult:
         self._check_update(rtype, rid, resource)
         self.access.check_scope(ctx, rtype, "u")
-        prepared = self.prepare(rtype, resource)
+        prepared = self.prepare_ahead(rtype, resource)
         async with self.store.transaction() as tx:
             return await self.update_in(tx, rtype, rid, resource, if_match, prepared=prepared, ctx=ctx)
 
@@ -196,7 +196,7 @@ class FhirCore:
         check_type(rtype)
         self.access.check_scope(ctx, rtype, "u")
         self._check_body(rtype, resource)
-        prepared = self.prepare(rtype, resource)
+        prepared = self.prepare_ahead(rtype, resource)
         async with self.store.transaction() as tx:
             return await self.conditional_update_in(tx, rtype, query, resource, prepared=prepared, ctx=ctx)
 
@@ -219,7 +219,7 @@ class FhirCore:
             return await self.delete_in(tx, rtype, rid, ctx)
 
     async def create_in(self, tx: Transaction, rtype: str, resource: dict, if_none_exist: str | None = None,
-                        rid: str | None = None, prepared: Prepared | None = None,
+                        rid: str | None = None, prepared: Prepared | FhirError | None = None,
                         ctx: RequestContext | None = None) -> WriteResult:
         check_type(rtype)
         self.access.check_scope(ctx, rtype, "c")
@@ -234,13 +234,15 @@ class FhirCore:
         return WriteResult(stored, created=True)
 
     async def update_in(self, tx: Transaction, rtype: str, rid: str, resource: dict,
-                        if_match: str | None = None, prepared: Prepared | None = None,
+                        if_match: str | None = None, prepared: Prepared | FhirError | None = None,
                         ctx: RequestContext | None = None, server: bool = False) -> WriteResult:
         """``server``: the gateway's own change (a Subscription's status after a handshake)."""
         self._check_update(rtype, rid, resource)
         self.access.check_scope(ctx, rtype, "u")
         current = await self._current(tx, rtype, rid, ctx)
         await self.access.check_write(ctx, tx, current, f"{rtype}/{rid}")
+        if isinstance(prepared, FhirError):  # may not write here at all: told that first, then what is invalid
+            raise prepared
         self._check_if_match(current, if_match, f"{rtype}/{rid}")
         vid = current.vid + 1 if current else 1
         stored = await self._put(tx, rtype, rid, resource, vid, prepared, ctx, previous=current, server=server)
@@ -255,7 +257,7 @@ class FhirCore:
         return current
 
     async def conditional_update_in(self, tx: Transaction, rtype: str, query: str, resource: dict,
-                                    prepared: Prepared | None = None, ctx: RequestContext | None = None,
+                                    prepared: Prepared | FhirError | None = None, ctx: RequestContext | None = None,
                                     new_id: str | None = None) -> WriteResult:
         """``new_id``: the server-assigned id to create with when nothing matches (a transaction
         assigns it up front so that references to the entry resolve)."""
@@ -384,6 +386,14 @@ class FhirCore:
             return None
         return (await tx.read_seqs(matches.seqs[:1]))[0]
 
+    def prepare_ahead(self, rtype: str, resource: dict) -> Prepared | FhirError:
+        """``prepare`` before the transaction, keeping a failure to raise after the access checks:
+        a caller that may not change the resource learns that (403), not what its body lacks."""
+        try:
+            return self.prepare(rtype, resource)
+        except FhirError as exc:
+            return exc
+
     def prepare(self, rtype: str, resource: dict) -> Prepared:
         """Validate and index the canonical form — the CPU-heavy part of a write, done before the
         write lock is taken so that concurrent writers overlap it with each other's commits.
@@ -396,9 +406,11 @@ class FhirCore:
         return Prepared(canonical, index_resource(self.registry, rtype, canonical, self.parser.local_base))
 
     async def _put(self, tx: Transaction, rtype: str, rid: str, resource: dict, vid: int,
-                   prepared: Prepared | None = None, ctx: RequestContext | None = None,
+                   prepared: Prepared | FhirError | None = None, ctx: RequestContext | None = None,
                    previous: StoredResource | None = None, interaction: str | None = None,
                    server: bool = False) -> StoredResource:
+        if isinstance(prepared, FhirError):
+            raise prepared
         prepared = prepared or self.prepare(rtype, resource)
         now = self._now()
         canonical = prepared.canonical
