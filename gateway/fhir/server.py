@@ -10,6 +10,7 @@ from gateway.access.audit import AuditLog
 from gateway.access.policy import AccessPolicy
 from gateway.auth.registry import ClientRegistry
 from gateway.events.delivery import Delivery, DeliverySettings
+from gateway.events.endpoints import EndpointPolicy
 from gateway.events.engine import LocalEngine
 from gateway.events.recorder import EventRecorder
 from gateway.events.service import SubscriptionService
@@ -41,8 +42,8 @@ class FhirServer:
         self.access = AccessPolicy(store, parser.local_base)
         self.audit = AuditLog(store)
         self.topics = TopicCatalog.load(settings.profiles_dir / "subscription-topics")
-        self.events = EventRecorder(self.topics, self.registry, parser.local_base, self.access,
-                                    settings.notify_http_loopback, settings.notify_allowed_hosts,
+        endpoints = EndpointPolicy(settings.notify_allowed_hosts, settings.notify_http_loopback)
+        self.events = EventRecorder(self.topics, self.registry, parser.local_base, self.access, endpoints,
                                     settings.notify_max_subscriptions)
         self.core = FhirCore(store, self.registry, parser, self.validator, self.conformance, self.access, self.audit,
                              self.events)
