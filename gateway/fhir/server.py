@@ -13,6 +13,7 @@ from gateway.events.delivery import Delivery, DeliverySettings
 from gateway.events.endpoints import EndpointPolicy
 from gateway.events.engine import LocalEngine
 from gateway.events.recorder import EventRecorder
+from gateway.events.sender import HttpSender
 from gateway.events.service import SubscriptionService
 from gateway.events.topics import TopicCatalog
 from gateway.fhir.bundles import BundleProcessor
@@ -51,7 +52,8 @@ class FhirServer:
         delivery = Delivery(store, self.access, self.audit, self.subscriptions.set_status, settings.public_base,
                             DeliverySettings(settings.notify_retry_base, settings.notify_retry_max,
                                              settings.notify_retry_horizon,
-                                             settings.notify_signing_key.encode() or None), notify_sender,
+                                             settings.notify_signing_key.encode() or None),
+                            notify_sender or HttpSender(endpoints),
                             ClientRegistry(settings.db_path) if settings.security != "off" else None)
         self.subscriptions.delivery = delivery
         retention = settings.event_retention_days * 86400
