@@ -20,7 +20,9 @@ last one stopped.
   telling a closed port from a silent one, a TLS or non-HTTP answer, or an HTTP error would let a
   subscriber map the network the gateway sits in. The operator's log (warning) names the
   subscription, the endpoint's host and the cause (exception type, HTTP status, timeout, refused
-  address); never patient data.
+  address); never patient data. (When the status changes still differs: a refused connection
+  fails at once, a silent port after the timeout. The public-addresses default keeps that from
+  mapping the care network.)
 """
 from __future__ import annotations
 
