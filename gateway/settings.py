@@ -23,9 +23,9 @@
 | GATEWAY_REDIS_PREFIX | samverkan | prefix of the stream and lease keys (one per store) |
 | GATEWAY_NOTIFY_DELIVER | on | `off`: this process only publishes events (others, e.g. `gateway worker`, deliver); Redis only |
 | GATEWAY_NOTIFY_CLAIM_IDLE / _LEASE_MARGIN | 5 / 5 | seconds before a dead process's stream entries are reclaimed / its lease outlives a send |
-| GATEWAY_NOTIFY_ALLOWED_HOSTS | (any) | endpoint hosts Subscriptions may name: `kommun.se,*.sjunet.org` (`*.` = any subdomain) |
+| GATEWAY_NOTIFY_ALLOWED_HOSTS | (any public) | endpoint hosts Subscriptions may name: `kommun.se,*.sjunet.org` (`*.` = any subdomain); unset, endpoints must be at public addresses; set, only these hosts, which may be at private ones (events/endpoints.py) |
 | GATEWAY_NOTIFY_MAX_SUBSCRIPTIONS | 100 | Subscriptions one organisation may hold (every write tests each one's filters) |
-| GATEWAY_NOTIFY_HTTP_LOOPBACK | off | `on`: Subscriptions may use plain http to a loopback address (development only) |
+| GATEWAY_NOTIFY_HTTP_LOOPBACK | off | `on`: Subscription endpoints may be at loopback addresses (only those), also over plain http (development only) |
 | GATEWAY_NOTIFY_SIGNING_KEY | (none) | if set, notifications carry `X-Samverkan-Signature: t=…,v1=HMAC-SHA256(key, "t.body")` |
 """
 from __future__ import annotations

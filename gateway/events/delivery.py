@@ -15,15 +15,26 @@ last one stopped.
 - Retries: exponential backoff from ``retry_base_s`` up to ``retry_max_s`` while the receiver
   fails; after ``retry_horizon_s`` of failing the subscription goes to ``error`` (events keep
   being numbered and stay retrievable; a client asking for ``requested`` resumes with the backlog).
+- What a failure tells whom: the subscriber reads one of two categories in ``Subscription.error``
+  (and ``$status``), ``ADDRESS_REFUSED`` or ``NOT_ACCEPTED``, never which of their causes it was:
+  telling a closed port from a silent one, a TLS or non-HTTP answer, or an HTTP error would let a
+  subscriber map the network the gateway sits in. The operator's log (warning) names the
+  subscription, the endpoint's host and the cause (exception type, HTTP status, timeout, refused
+  address); never patient data. (When the status changes still differs: a refused connection
+  fails at once, a silent port after the timeout. The public-addresses default keeps that from
+  mapping the care network.)
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import hmac
+import logging
+import socket
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -32,13 +43,25 @@ from gateway.access.caller import Caller
 from gateway.access.policy import AccessPolicy
 from gateway.access.scopes import READ_EVERY_TYPE, ScopeSet
 from gateway.access.trail import AuditTrail
+from gateway.events.endpoints import EndpointRefused
 from gateway.events.notification import Delivered, notification_bundle
+from gateway.events.sender import HttpSender
 from gateway.fhir.context import RequestContext
 from gateway.search.dates import now_us
 from gateway.store import Store
 from gateway.store.records import EventRecord, SubscriptionRow
 
 SIGNATURE_HEADER = "X-Samverkan-Signature"
+log = logging.getLogger("gateway.events")
+
+# The two failures a subscriber is told of. The host resolved to no address the gateway may send to:
+# it is refused by the endpoint rule at connect time (endpoints.py), or it has no address at all —
+# one text for both, so that it does not tell whether a private name exists.
+ADDRESS_REFUSED = ("the endpoint's address is not allowed or its host did not resolve (notifications go to "
+                   "public addresses, and to hosts the gateway's operator opened)")
+# Everything after that: refused or reset connection, no answer in time, TLS failure, an answer
+# that is not HTTP, a redirect or an HTTP error status.
+NOT_ACCEPTED = "the endpoint did not accept the notification (no 2xx answer)"
 
 # (new state, the subscription as judged: applied only if still in that state with that channel, error text)
 StatusWriter = Callable[[str, SubscriptionRow, str], Awaitable[bool]]
@@ -54,31 +77,12 @@ class ClientLookup(Protocol):
 
 class Sender(Protocol):
     """POSTs a notification; returns the HTTP status, raises OSError / asyncio.TimeoutError / aiohttp.ClientError
-    when there is no answer. Tests stand in a receiver of their own."""
+    when there is no answer, ``EndpointRefused`` when the endpoint rule refuses every address of the
+    host (``sender.HttpSender``). Tests stand in a receiver of their own."""
 
     async def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int: ...
 
     async def close(self) -> None: ...
-
-
-class HttpSender:
-    """aiohttp, one keep-alive pool for all endpoints (created on first use, inside the event loop)."""
-
-    def __init__(self):
-        self._session: aiohttp.ClientSession | None = None
-
-    async def post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(auto_decompress=False)
-        async with self._session.post(url, data=body, headers=headers, allow_redirects=False,
-                                      timeout=aiohttp.ClientTimeout(total=timeout)) as response:
-            await response.read()  # the connection goes back to the pool
-            return response.status
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
 
 @dataclass(frozen=True)
@@ -217,13 +221,23 @@ class Delivery:
             headers[SIGNATURE_HEADER] = f"t={stamp},v1={digest}"
         try:
             status = await self.sender.post(row.endpoint, body, headers, row.timeout_s)
+        except EndpointRefused as exc:
+            error, cause = ADDRESS_REFUSED, f"address refused: {exc}"
+        except aiohttp.ClientConnectorDNSError as exc:
+            error, cause = ADDRESS_REFUSED, f"host not resolved ({type(exc.os_error).__name__})"
+        except socket.gaierror as exc:
+            error, cause = ADDRESS_REFUSED, f"host not resolved ({type(exc).__name__})"
         except asyncio.TimeoutError:
-            return f"no answer within {row.timeout_s} s"
+            error, cause = NOT_ACCEPTED, f"no answer within {row.timeout_s} s"
         except (aiohttp.ClientError, OSError, ValueError) as exc:  # ValueError: a URL or header aiohttp refuses
-            return f"no response ({type(exc).__name__})"
-        if 200 <= status < 300:
-            return None
-        return f"the endpoint answered HTTP {status}"
+            inner = getattr(exc, "os_error", None) or exc.__cause__
+            error, cause = NOT_ACCEPTED, type(exc).__name__ + (f" ({type(inner).__name__})" if inner else "")
+        else:
+            if 200 <= status < 300:
+                return None
+            error, cause = NOT_ACCEPTED, f"HTTP {status}"
+        log.warning("Subscription/%s: notification to %s not delivered: %s", row.id, _host(row.endpoint), cause)
+        return error
 
     def _subscriber(self, row: SubscriptionRow) -> Caller | None:
         """Who the events go to, as the access decision knows callers ('': a trusted subscription),
@@ -246,3 +260,12 @@ class Delivery:
             return False
         await self.set_status("off", row, "the client that created this subscription was revoked")
         return True
+
+
+def _host(endpoint: str) -> str:
+    """host[:port] of an endpoint for the log (not its path, query or user info: they may hold secrets)."""
+    try:
+        parts = urlsplit(endpoint)
+        return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    except ValueError:
+        return "(unparsable)"

@@ -17,6 +17,7 @@ from gateway.access.caller import Caller
 from gateway.access.policy import AccessPolicy
 from gateway.access.scopes import READ_EVERY_TYPE
 from gateway.errors import Forbidden, InvalidResource, Issue
+from gateway.events.endpoints import EndpointPolicy
 from gateway.events.subscriptions import SubscriptionRules, matches
 from gateway.events.topics import TopicCatalog
 from gateway.fhir.canonical import parse_json
@@ -31,13 +32,12 @@ SUBSCRIPTION = "Subscription"
 
 class EventRecorder:
     def __init__(self, topics: TopicCatalog, registry: SearchRegistry, local_base: str | None,
-                 access: AccessPolicy, allow_http_loopback: bool = False, allowed_hosts: str = "",
-                 max_subscriptions: int = 100):
+                 access: AccessPolicy, endpoints: EndpointPolicy | None = None, max_subscriptions: int = 100):
         self.topics = topics
         self.access = access
         self.registry = registry
         self.local_base = local_base
-        self.rules = SubscriptionRules(topics, registry, local_base, allow_http_loopback, allowed_hosts)
+        self.rules = SubscriptionRules(topics, registry, local_base, endpoints)
         self.max_subscriptions = max_subscriptions
         self._wake: Callable[[Iterable[str]], None] = lambda ids: None
 

@@ -9,13 +9,15 @@ active), or ``off``; ``error`` is set only by the server.
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from functools import lru_cache
 from urllib.parse import parse_qsl, urlsplit
 
+from yarl import URL
+
 from gateway.errors import InvalidResource, Issue
+from gateway.events.endpoints import NEVER, EndpointPolicy, literal_address, odd_spelling
 from gateway.events.topics import Topic, TopicCatalog
 from gateway.fhir.references import parse_reference
 from gateway.search.dates import parse_instant
@@ -51,23 +53,13 @@ def _extension(element: object, url: str) -> dict | None:
     return next((e for e in element.get("extension") or [] if isinstance(e, dict) and e.get("url") == url), None)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class SubscriptionRules:
     def __init__(self, topics: TopicCatalog, registry: SearchRegistry, local_base: str | None,
-                 allow_http_loopback: bool = False, allowed_hosts: str = ""):
+                 endpoints: EndpointPolicy | None = None):
         self.topics = topics
-        self.allow_http_loopback = allow_http_loopback
-        # The operator's list of endpoint hosts ('' any): the gateway posts wherever a subscriber says,
-        # so a deployment inside a care network names the receivers it may reach.
-        self.allowed_hosts = tuple(h.strip().lower() for h in allowed_hosts.split(",") if h.strip())
+        # Where notifications may go (endpoints.py): checked here for what the URL itself says,
+        # and again for every connection (sender.py).
+        self.endpoints = endpoints or EndpointPolicy()
         self.registry = registry
         self.local_base = local_base
 
@@ -133,14 +125,50 @@ class SubscriptionRules:
             valid = False
         if not valid:
             raise _invalid("Subscription.channel.endpoint must be an absolute https URL.", "Subscription.channel.endpoint")
-        if self.allowed_hosts and not any(parts.hostname == h or h.startswith("*.") and parts.hostname.endswith(h[1:])
-                                          for h in self.allowed_hosts):
-            raise _invalid(f"Notifications may go only to the hosts this gateway allows ({', '.join(self.allowed_hosts)}); "
-                           f"'{parts.hostname}' is not one.", "Subscription.channel.endpoint")
-        if parts.scheme == "http" and not (self.allow_http_loopback and _is_loopback(parts.hostname)):
+        host = parts.hostname
+        try:  # the host as aiohttp connects to it (IDNA: full-width digits are ASCII digits there)
+            connect_host = URL(endpoint).raw_host or host
+        except ValueError:
+            raise _invalid("Subscription.channel.endpoint must be an absolute https URL.",
+                           "Subscription.channel.endpoint") from None
+        self._check_address(host, connect_host)
+        if parts.scheme == "http" and not (self.endpoints.http_loopback and self.endpoints.is_loopback_host(connect_host)):
             raise _invalid("Subscription.channel.endpoint must use https: notifications name patients' resources "
                            "(plain http goes only to a loopback address, and only where the gateway allows it "
                            "for development: GATEWAY_NOTIFY_HTTP_LOOPBACK=on).", "Subscription.channel.endpoint")
+
+    def _check_address(self, host: str, connect_host: str) -> None:
+        """What the URL itself says about where it goes: the operator's list, and hosts written as
+        addresses (or ``localhost``). Names are resolved, and checked, at every connection."""
+        path = "Subscription.channel.endpoint"
+        for h in dict.fromkeys((host, connect_host)):
+            means = odd_spelling(h)
+            if means is not None:
+                raise _invalid(f"Subscription.channel.endpoint host '{h[:60]}' is an address in an unusual spelling "
+                               f"(read as {means}); name the receiver's host, or write an address as a.b.c.d "
+                               "(IPv6 in brackets).", path)
+        endpoints = self.endpoints
+        allowed = ", ".join(endpoints.allowed_hosts)
+        if not endpoints.named(connect_host):
+            raise _invalid(f"Notifications may go only to the hosts this gateway allows ({allowed}); "
+                           f"'{host}' is not one.", path)
+        address = literal_address(connect_host)
+        if address is None and endpoints.is_loopback_host(connect_host):
+            why = endpoints.refusal(connect_host, "127.0.0.1")
+            if why is not None:
+                raise _invalid(f"Subscription.channel.endpoint names '{host}', the gateway's own machine: "
+                               "notifications go only to public addresses. Name the receiver by its public host "
+                               "name, or ask the gateway's operator to open the host.", path)
+            return
+        why = endpoints.refusal(connect_host, address) if address is not None else None
+        if why is None:
+            return
+        if why in NEVER:
+            raise _invalid(f"Subscription.channel.endpoint names {address}, a {why} address, which is never a "
+                           "notification receiver: name the receiver by its public host name.", path)
+        raise _invalid(f"Subscription.channel.endpoint names {address}, a {why} address: notifications go only to "
+                       "public addresses. Name the receiver by its public host name, or ask the gateway's "
+                       "operator to open the host.", path)
 
     def _filter(self, topic: Topic, text: object) -> list[list]:
         """``Task?owner=Organization/1&status=requested``, ``Task.owner=…`` or ``owner=…`` →

@@ -12,8 +12,10 @@ from gateway.access.policy import AccessPolicy
 from gateway.auth.directory import Directory
 from gateway.auth.registry import ClientRegistry
 from gateway.events.delivery import Delivery, DeliverySettings
+from gateway.events.endpoints import EndpointPolicy
 from gateway.events.engine import LocalEngine
 from gateway.events.recorder import EventRecorder
+from gateway.events.sender import HttpSender
 from gateway.events.service import SubscriptionService
 from gateway.events.topics import TopicCatalog
 from gateway.fhir.bundles import BundleProcessor
@@ -47,8 +49,8 @@ class FhirServer:
         self.access = AccessPolicy(store, parser.local_base, self.directory.routes if self.directory else None)
         self.audit = AuditLog(store)
         self.topics = TopicCatalog.load(settings.profiles_dir / "subscription-topics")
-        self.events = EventRecorder(self.topics, self.registry, parser.local_base, self.access,
-                                    settings.notify_http_loopback, settings.notify_allowed_hosts,
+        endpoints = EndpointPolicy(settings.notify_allowed_hosts, settings.notify_http_loopback)
+        self.events = EventRecorder(self.topics, self.registry, parser.local_base, self.access, endpoints,
                                     settings.notify_max_subscriptions)
         self.core = FhirCore(store, self.registry, parser, self.validator, self.conformance, self.access, self.audit,
                              self.events)
@@ -56,7 +58,8 @@ class FhirServer:
         delivery = Delivery(store, self.access, self.audit, self.subscriptions.set_status, settings.public_base,
                             DeliverySettings(settings.notify_retry_base, settings.notify_retry_max,
                                              settings.notify_retry_horizon,
-                                             settings.notify_signing_key.encode() or None), notify_sender,
+                                             settings.notify_signing_key.encode() or None),
+                            notify_sender or HttpSender(endpoints),
                             ClientRegistry(settings.db_path) if settings.security != "off" else None)
         self.subscriptions.delivery = delivery
         retention = settings.event_retention_days * 86400
