@@ -71,8 +71,8 @@ async def read_body(request: Request, limit: int, allowed: frozenset[str]) -> by
     return b"".join(chunks)
 
 
-async def read_json(request: Request, limit: int) -> object:
-    return parse_json(await read_body(request, limit, JSON_TYPES))
+async def read_json(request: Request, limit: int, max_depth: int) -> object:
+    return parse_json(await read_body(request, limit, JSON_TYPES), max_depth)
 
 
 def prefer(request: Request) -> dict[str, str]:

@@ -46,6 +46,7 @@ class FhirServer:
                                     settings.notify_max_subscriptions)
         self.core = FhirCore(store, self.registry, parser, self.validator, self.conformance, self.access, self.audit,
                              self.events)
+        self.core.max_json_depth = settings.max_json_depth
         self.subscriptions = SubscriptionService(self.core)
         delivery = Delivery(store, self.access, self.audit, self.subscriptions.set_status, settings.public_base,
                             DeliverySettings(settings.notify_retry_base, settings.notify_retry_max,
