@@ -6,6 +6,8 @@
 | GATEWAY_HOST / GATEWAY_PORT | 127.0.0.1 / 8080 | where `gateway serve` listens |
 | GATEWAY_BASE_URL | (from the request) | public FHIR base used in Location, fullUrl and links |
 | GATEWAY_MAX_BODY_BYTES | 10485760 | larger request bodies are refused with 413 |
+| GATEWAY_BODY_TIMEOUT | 60 | seconds a request body may take to arrive, counted from its head; then 408 |
+| GATEWAY_ALLOWED_HOSTS | (none) | Host names accepted besides localhost, 127.0.0.1, [::1], GATEWAY_HOST and GATEWAY_BASE_URL's host: `fhir.region.se,*.sjunet.org`, `*` = any well-formed Host |
 | GATEWAY_MAX_JSON_DEPTH | 64 | request bodies nesting arrays/objects deeper are refused with 400 (at most 200) |
 | GATEWAY_DEFAULT_COUNT / GATEWAY_MAX_COUNT | 20 / 1000 | page size when `_count` is absent / its ceiling |
 | GATEWAY_SEARCH_SNAPSHOT_LIMIT | 10000 | matches remembered for paging one search |
@@ -52,6 +54,8 @@ class Settings:
     base_url: str | None = None
     max_body_bytes: int = 10 * 1024 * 1024
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    body_timeout: float = 60.0
+    allowed_hosts: str = ""
     default_count: int = 20
     max_count: int = 1000
     search_snapshot_limit: int = 10_000
@@ -97,6 +101,8 @@ class Settings:
             base_url=base.rstrip("/") or None,
             max_body_bytes=int(_env("MAX_BODY_BYTES", str(cls.max_body_bytes))),
             max_json_depth=int(_env("MAX_JSON_DEPTH", str(cls.max_json_depth))),
+            body_timeout=float(_env("BODY_TIMEOUT", str(cls.body_timeout))),
+            allowed_hosts=_env("ALLOWED_HOSTS", ""),
             default_count=int(_env("DEFAULT_COUNT", str(cls.default_count))),
             max_count=int(_env("MAX_COUNT", str(cls.max_count))),
             search_snapshot_limit=int(_env("SEARCH_SNAPSHOT_LIMIT", str(cls.search_snapshot_limit))),

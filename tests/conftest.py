@@ -71,6 +71,8 @@ async def running_gateway(settings: Settings, authorised: bool = True,
     ``raise_app_exceptions=False``: a server bug comes back as the 500 a real client would
     see, so tests can assert "never 500" instead of crashing on the exception.
     """
+    if "test" not in settings.allowed_hosts.split(","):  # the in-process client's Host, BASE
+        settings = replace(settings, allowed_hosts=",".join(filter(None, [settings.allowed_hosts, "test"])))
     app = create_app(settings, notify_sender=notify_sender)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive, Scope, Send
 
 from gateway.api.auth import SMART_CONFIG_PATH, TOKEN_PATH, AuthGate
@@ -102,6 +102,8 @@ class FhirRouter:
             response = await self._dispatch(request, scope)
         except FhirError as exc:
             response = error_response(exc)
+        except ClientDisconnect:  # gone before its body arrived: nobody to answer, nothing done
+            return
         except Exception as exc:  # a bug: answer without detail, log without patient data
             log.error("unhandled %s on %s %s", type(exc).__name__, scope["method"], scope["path"])
             response = error_response(FhirError("The server failed to process the request; it has been logged.",
