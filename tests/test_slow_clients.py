@@ -4,60 +4,26 @@ while a normal client keeps being served, and what the HTTP parser refuses is an
 OperationOutcome. Every wait is on a condition with a deadline, never a sleep."""
 from __future__ import annotations
 
-import asyncio
 import json
 import selectors
 import socket
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import replace
 
 import httpx
 import pytest
 
-from conftest import get_token
-from gateway.api.protocol import uvicorn_config
-from gateway.app import create_app
+from conftest import serve_in_thread as serving, token_over_http as token_for, wait_for
 from gateway.settings import Settings
 
 HEADER_TIMEOUT, BODY_TIMEOUT = 1.0, 2.0
 PATIENCE = 60.0  # how long a test waits for a condition before failing: generous for a busy machine
 
 
-@contextmanager
-def serving(settings: Settings):
-    """The app behind uvicorn_config (what `gateway serve` runs) on a free port: (base URL, server)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    import uvicorn
-    server = uvicorn.Server(uvicorn_config(create_app(settings), settings, loop="asyncio", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started or not thread.is_alive(), "uvicorn did not start")
-    assert server.started
-    try:
-        yield f"http://127.0.0.1:{port}", server
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
-
-
 @pytest.fixture
 def edge_settings(tmp_path) -> Settings:
     return Settings(db_path=str(tmp_path / "g.sqlite"), header_timeout=HEADER_TIMEOUT, body_timeout=BODY_TIMEOUT,
                     max_connections=400)
-
-
-def wait_for(predicate, message: str, timeout: float = PATIENCE) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(message)
-        time.sleep(0.02)
 
 
 def connect(base: str) -> socket.socket:
@@ -117,13 +83,6 @@ def assert_outcome_response(raw: bytes, status: int, *mentions: str) -> None:
     text = body["issue"][0]["diagnostics"]
     for word in mentions:
         assert word in text, text
-
-
-def token_for(base: str, db_path: str) -> str:
-    async def fetch() -> str:
-        async with httpx.AsyncClient(base_url=base, timeout=PATIENCE) as client:
-            return await get_token(client, db_path)
-    return asyncio.run(fetch())
 
 
 # -- slow clients --------------------------------------------------------------------------------

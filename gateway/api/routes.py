@@ -56,6 +56,10 @@ class FhirHandlers:
         check_accept(request)
         return fhir_response(self.server.capability(context(request, self.base_url).base_url))
 
+    async def api_docs(self, request: Request) -> Response:
+        """OpenAPI 3 for API tooling (public, like /metadata it is generated from)."""
+        return Response(self.server.openapi(context(request, self.base_url).base_url), media_type="application/json")
+
     async def system_get(self, request: Request) -> Response:
         check_accept(request)
         params = _query(request)
