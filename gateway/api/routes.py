@@ -190,6 +190,8 @@ def _parameters(body: object) -> list[tuple[str, str]]:
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
         raise BadRequest("The operation's body must be a Parameters resource.")
     out = []
+    if not isinstance(body.get("parameter") or [], list):
+        raise BadRequest("Parameters.parameter must be an array of {\"name\": ..., \"value[x]\": ...}.")
     for p in body.get("parameter") or []:
         if isinstance(p, dict) and isinstance(p.get("name"), str):
             value = next((v for k, v in p.items() if k.startswith("value")), None)

@@ -77,11 +77,13 @@ def unpack_validate_parameters(body: object, mode: str | None) -> tuple[object, 
     """``$validate`` takes the resource itself or a Parameters with ``resource`` (and ``mode``)."""
     if isinstance(body, dict) and body.get("resourceType") == "Parameters":
         resource = None
+        if not isinstance(body.get("parameter") or [], list):
+            raise BadRequest("Parameters.parameter must be an array of {\"name\": ..., \"resource\"|\"value[x]\": ...}.")
         for p in body.get("parameter") or []:
             if isinstance(p, dict) and p.get("name") == "resource":
                 resource = p.get("resource")
-            elif isinstance(p, dict) and p.get("name") == "mode":
-                mode = p.get("valueCode", mode)
+            elif isinstance(p, dict) and p.get("name") == "mode" and isinstance(p.get("valueCode"), str):
+                mode = p["valueCode"]
         return resource, mode
     return body, mode
 
