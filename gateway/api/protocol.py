@@ -63,18 +63,18 @@ def uvicorn_config(app: Any, settings: Settings, **options: Any):
     """The uvicorn configuration ``gateway serve`` runs (tests start the same)."""
     import uvicorn
 
-    # Access logs are off: request lines carry search parameters such as personnummer.
+    # Access logs are off: request lines carry search parameters such as personnummer. No WebSockets:
+    # the gateway has no such endpoint, and an upgraded connection would leave these bounds behind.
     return uvicorn.Config(app, host=settings.host, port=settings.port, access_log=False,
-                          log_level=settings.log_level.lower(), http=protocol_class(settings),
+                          log_level=settings.log_level.lower(), http=protocol_class(settings), ws="none",
                           limit_concurrency=None, **options)
 
 
-def outcome_bytes(status: int, code: str, message: str, extra: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
+def outcome_bytes(status: int, code: str, message: str) -> bytes:
     """A complete HTTP/1.1 response carrying an OperationOutcome, closing the connection."""
     body = dumps(operation_outcome([Issue(code, message)]))
     head = [STATUS_LINE[status], b"content-type: application/fhir+json; charset=utf-8\r\n",
             b"content-length: %d\r\n" % len(body), b"connection: close\r\n"]
-    head += [name + b": " + value + b"\r\n" for name, value in extra]
     return b"".join(head) + b"\r\n" + body
 
 
