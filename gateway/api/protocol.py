@@ -18,7 +18,9 @@ the bounds are added here, on the event loop's own timers:
 - a body still incomplete ``GATEWAY_BODY_TIMEOUT`` seconds after its head closes the connection
   once the app has answered (``api/edge.py`` answers 408 to an app that waits for it); the same
   when a client stops reading a response (write buffer full) for that long;
-- parser refusals and the 503 are OperationOutcomes (501 for an unknown method).
+- parser refusals and the 503 are OperationOutcomes. An unknown method is 400, not the 501 RFC 9110
+  suggests: the codebase answers what a client causes with a 4xx, and a 5xx counts against the server
+  (monitoring, and the fuzzers that must find none).
 """
 from __future__ import annotations
 
@@ -115,7 +117,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
         except httptools.HttpParserInvalidMethodError:
-            self._refuse(501, "not-supported", "The request method is not one this server knows; FHIR uses GET, "
+            self._refuse(400, "not-supported", "The request method is not one this server knows; FHIR uses GET, "
                                                "HEAD, POST, PUT, PATCH and DELETE.")
         except httptools.HttpParserError as exc:
             if len(self.url) > URL_LIMIT:
