@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 from gateway.api import errors
 from gateway.api.auth import AuthGate
+from gateway.api.edge import EdgeGuard
 from gateway.api.router import FhirMount, FhirRouter
 from gateway.api.routes import FhirHandlers
 from gateway.fhir.server import FhirServer
@@ -43,5 +44,6 @@ def create_app(settings: Settings | None = None, notify_sender=None) -> FastAPI:
     app.state.auth = gate
     # FHIR (and its SMART token endpoint) lives under /fhir with its own URL grammar.
     app.add_middleware(FhirMount, router=FhirRouter(FhirHandlers(server), gate))
+    app.add_middleware(EdgeGuard, settings=settings)  # outermost: Host check and body deadline for all paths
     errors.install(app)
     return app

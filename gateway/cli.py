@@ -30,15 +30,34 @@ def serve(
     """Start the FHIR server (FHIR base at /fhir) on the embedded SQLite store."""
     import uvicorn
 
+    from gateway.api.protocol import uvicorn_config
     from gateway.app import create_app
 
     settings = Settings.from_env().with_overrides(host=host, port=port, db_path=db,
                                                   base_url=base_url.rstrip("/") if base_url else None)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     typer.echo(f"Samverkan Gateway: FHIR base http://{settings.host}:{settings.port}/fhir, store {settings.db_path}")
-    # Access logs are off: request lines carry search parameters such as personnummer.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, access_log=False,
-                log_level=settings.log_level.lower())
+    if settings.host in ("0.0.0.0", "::") and not (settings.allowed_hosts or settings.base_url):
+        logging.getLogger("gateway").warning("Listening on every interface: requests are answered only for Host "
+                                             "localhost/127.0.0.1; set GATEWAY_ALLOWED_HOSTS or GATEWAY_BASE_URL.")
+    _fit_file_limit(settings.max_connections)
+    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
+
+
+def _fit_file_limit(connections: int) -> None:
+    """Each connection is a file descriptor: raise the soft limit so GATEWAY_MAX_CONNECTIONS (plus the
+    store's files) fits, as far as the hard limit allows, instead of failing accept() at 1024."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 64
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        if new < wanted:
+            logging.getLogger("gateway").warning("open-file limit %d is below GATEWAY_MAX_CONNECTIONS + 64", new)
 
 
 @cli.command()

@@ -6,6 +6,12 @@
 | GATEWAY_HOST / GATEWAY_PORT | 127.0.0.1 / 8080 | where `gateway serve` listens |
 | GATEWAY_BASE_URL | (from the request) | public FHIR base used in Location, fullUrl and links |
 | GATEWAY_MAX_BODY_BYTES | 10485760 | larger request bodies are refused with 413 |
+| GATEWAY_HEADER_TIMEOUT | 10 | seconds a request line and headers may take to arrive; then 408 and the connection is closed |
+| GATEWAY_BODY_TIMEOUT | 60 | seconds a request body may take to arrive, counted from its head, then 408; also how long a client may stop reading a response |
+| GATEWAY_MAX_HEADER_BYTES | 65536 | larger request heads → 431 (a longer URL → 414) |
+| GATEWAY_MAX_CONNECTIONS | 1000 | open connections `gateway serve` keeps; requests on more → 503 with Retry-After (raises the file limit to fit) |
+| GATEWAY_ALLOWED_HOSTS | (none) | Host names accepted besides localhost, 127.0.0.1, [::1], GATEWAY_HOST and GATEWAY_BASE_URL's host: `fhir.region.se,*.sjunet.org`, `*` = any well-formed Host |
+| GATEWAY_MAX_JSON_DEPTH | 64 | request bodies nesting arrays/objects deeper are refused with 400 (at most 200) |
 | GATEWAY_DEFAULT_COUNT / GATEWAY_MAX_COUNT | 20 / 1000 | page size when `_count` is absent / its ceiling |
 | GATEWAY_SEARCH_SNAPSHOT_LIMIT | 10000 | matches remembered for paging one search |
 | GATEWAY_SEARCH_SNAPSHOT_TTL | 3600 | seconds a paged search stays readable |
@@ -34,6 +40,8 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from gateway.fhir.canonical import DEFAULT_MAX_JSON_DEPTH, MAX_JSON_DEPTH_CEILING
+
 REPO_PROFILES = Path(__file__).resolve().parent.parent / "profiles"
 
 
@@ -48,6 +56,12 @@ class Settings:
     port: int = 8080
     base_url: str | None = None
     max_body_bytes: int = 10 * 1024 * 1024
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    max_header_bytes: int = 64 * 1024
+    max_connections: int = 1000
+    allowed_hosts: str = ""
     default_count: int = 20
     max_count: int = 1000
     search_snapshot_limit: int = 10_000
@@ -73,6 +87,11 @@ class Settings:
     notify_claim_idle: float = 5.0
     notify_lease_margin: float = 5.0
 
+    def __post_init__(self) -> None:
+        if not 2 <= self.max_json_depth <= MAX_JSON_DEPTH_CEILING:
+            raise ValueError(f"GATEWAY_MAX_JSON_DEPTH must be between 2 and {MAX_JSON_DEPTH_CEILING}, "
+                             f"not {self.max_json_depth}")
+
     @property
     def public_base(self) -> str:
         """The FHIR base named in notifications, which have no request to take it from."""
@@ -87,6 +106,12 @@ class Settings:
             port=int(_env("PORT", str(cls.port))),
             base_url=base.rstrip("/") or None,
             max_body_bytes=int(_env("MAX_BODY_BYTES", str(cls.max_body_bytes))),
+            max_json_depth=int(_env("MAX_JSON_DEPTH", str(cls.max_json_depth))),
+            header_timeout=float(_env("HEADER_TIMEOUT", str(cls.header_timeout))),
+            body_timeout=float(_env("BODY_TIMEOUT", str(cls.body_timeout))),
+            max_header_bytes=int(_env("MAX_HEADER_BYTES", str(cls.max_header_bytes))),
+            max_connections=int(_env("MAX_CONNECTIONS", str(cls.max_connections))),
+            allowed_hosts=_env("ALLOWED_HOSTS", ""),
             default_count=int(_env("DEFAULT_COUNT", str(cls.default_count))),
             max_count=int(_env("MAX_COUNT", str(cls.max_count))),
             search_snapshot_limit=int(_env("SEARCH_SNAPSHOT_LIMIT", str(cls.search_snapshot_limit))),

@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-from contextlib import asynccontextmanager
+import socket
+import threading
+import time
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import uvicorn
 
+from gateway.api.protocol import uvicorn_config
 from gateway.app import create_app
 from gateway.auth.keys import client_assertion, generate_key
 from gateway.auth.directory import Directory, Entry
@@ -81,6 +86,8 @@ async def running_gateway(settings: Settings, authorised: bool = True,
     ``raise_app_exceptions=False``: a server bug comes back as the 500 a real client would
     see, so tests can assert "never 500" instead of crashing on the exception.
     """
+    if "test" not in settings.allowed_hosts.split(","):  # the in-process client's Host, BASE
+        settings = replace(settings, allowed_hosts=",".join(filter(None, [settings.allowed_hosts, "test"])))
     app = create_app(settings, notify_sender=notify_sender)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
@@ -267,3 +274,42 @@ def drop_redis_keys(prefix: str) -> None:
     keys = list(client.scan_iter(f"{prefix}:*"))
     if keys:
         client.delete(*keys)
+
+
+# -- a real HTTP server -----------------------------------------------------------------------
+@contextmanager
+def serve_in_thread(settings: Settings) -> Iterator[tuple[str, Any]]:
+    """The app behind uvicorn_config (what `gateway serve` runs: uvicorn with gateway.api.protocol)
+    on a free port, in a thread with its own event loop: (base URL, uvicorn.Server)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn_config(create_app(settings), settings, loop="asyncio", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started or not thread.is_alive(), "uvicorn did not start", 30)
+    assert server.started
+    try:
+        yield f"http://127.0.0.1:{port}", server
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+
+
+def token_over_http(base: str, db_path: str) -> str:
+    """get_token against a server on a socket, from synchronous code."""
+    async def fetch() -> str:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+            return await get_token(client, db_path)
+    return asyncio.run(fetch())
+
+
+def wait_for(predicate, message: str, timeout: float = 60.0) -> None:
+    """Poll a condition until it holds; fail after ``timeout`` seconds (generous: CI machines are busy)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(message)
+        time.sleep(0.02)

@@ -192,7 +192,7 @@ async def test_expired_access_token_gets_401(anon, settings):
 
 async def test_access_token_for_another_server_gets_401(anon, settings):
     token = await get_token(anon, settings.db_path)
-    r = await anon.get(f"{FHIR}/Patient", headers={"Authorization": f"Bearer {token}", "Host": "other.example"})
+    r = await anon.get(f"{FHIR}/Patient", headers={"Authorization": f"Bearer {token}", "Host": "localhost"})
     assert r.status_code == 401 and "audience" in r.json()["issue"][0]["diagnostics"]
 
 

@@ -555,11 +555,21 @@ async def test_a_working_heartbeat_clears_an_earlier_failure(hub):
     sub = await subscribe(hub, REGION, subscription(endpoint=HOOK_2, heartbeat=1))
     hub.receiver.answer[HOOK_2] = 503
     await hub.receiver.wait(lambda: hub.receiver.attempts.get(HOOK_2, 0) >= 2, timeout=5)
-    assert (await hub.engine.store.subscription(sub["id"])).attempts >= 1
+    # the receiver sees each post before the gateway stores its result: wait for the store, not the receiver
+    assert (await _stored_row(hub, sub["id"], lambda row: row.attempts >= 1)).attempts >= 1
     hub.receiver.answer[HOOK_2] = 200
     await hub.receiver.wait(lambda: hub.receiver.at(HOOK_2, "heartbeat"), timeout=5)
-    row = await hub.engine.store.subscription(sub["id"])
+    row = await _stored_row(hub, sub["id"], lambda row: row.attempts == 0)
     assert (row.attempts, row.failing_since_us, row.error) == (0, 0, "")
+
+
+async def _stored_row(hub, sid: str, predicate, timeout: float = 10.0):
+    """The subscription's row once ``predicate`` holds (or as it is when ``timeout`` runs out)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate(row := await hub.engine.store.subscription(sid)) and \
+            asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    return row
 
 
 async def test_the_engine_s_verdict_on_an_old_channel_does_not_touch_a_new_one(hub):

@@ -59,7 +59,10 @@ class AuthGate:
         try:
             body = await read_body(request, 64 * 1024, _FORM)
             form = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-        except (FhirError, UnicodeDecodeError):
+        except FhirError as exc:  # media type, size, encoding, time: say which (OAuth's 400, but 408/413)
+            status = exc.status if exc.status in (408, 413) else 400
+            return _oauth_error(OAuthError("invalid_request", exc.issues[0].diagnostics, status))
+        except UnicodeDecodeError:
             return _oauth_error(OAuthError("invalid_request", "send application/x-www-form-urlencoded UTF-8"))
         try:
             granted = self.tokens.issue(form, fhir_base + TOKEN_PATH, fhir_base)

@@ -6,6 +6,7 @@ from email.utils import format_datetime
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.api.encoding import decode_body
 from gateway.errors import FhirError, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 from gateway.fhir.canonical import dumps, parse_json
 from gateway.fhir.context import RequestContext
@@ -28,6 +29,8 @@ def error_response(exc: FhirError) -> Response:
         text = exc.issues[0].diagnostics if exc.issues else ""
         description = text.replace('"', "'").encode("ascii", "replace").decode()  # header values are latin-1
         headers = {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{description}"'}
+    elif exc.status == 408:  # the rest of the body may still come: start the next request on a new connection
+        headers = {"Connection": "close"}
     return fhir_response(dumps(exc.outcome()), exc.status, headers)
 
 
@@ -68,11 +71,11 @@ async def read_body(request: Request, limit: int, allowed: frozenset[str]) -> by
         if size > limit:
             raise PayloadTooLarge(f"The body exceeds the limit of {limit} bytes.")
         chunks.append(chunk)
-    return b"".join(chunks)
+    return decode_body(b"".join(chunks), request.headers.get("content-encoding"), limit)
 
 
-async def read_json(request: Request, limit: int) -> object:
-    return parse_json(await read_body(request, limit, JSON_TYPES))
+async def read_json(request: Request, limit: int, max_depth: int) -> object:
+    return parse_json(await read_body(request, limit, JSON_TYPES), max_depth)
 
 
 def prefer(request: Request) -> dict[str, str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive, Scope, Send
 
 from gateway.api.auth import SMART_CONFIG_PATH, TOKEN_PATH, AuthGate
@@ -21,6 +21,7 @@ from gateway.errors import FhirError, MethodNotAllowed, NotFound
 log = logging.getLogger("gateway.api")
 
 PREFIX = "/fhir"
+API_DOCS_PATH = "/api-docs"  # OpenAPI, public like /metadata (lower case: cannot be a resource type)
 # Literal path segments; anything else in their place is a type, id or version.
 _LITERALS = frozenset({"metadata", "_history", "_search"})
 
@@ -81,6 +82,7 @@ class FhirRouter:
         self.gate = gate
         self.audit = handlers.server.audit
         self.base_url = handlers.base_url
+        self.api_docs = handlers.api_docs
         h = handlers
         self.table = {
             "": {"GET": h.system_get, "POST": h.transaction_or_batch},
@@ -102,6 +104,8 @@ class FhirRouter:
             response = await self._dispatch(request, scope)
         except FhirError as exc:
             response = error_response(exc)
+        except ClientDisconnect:  # gone before its body arrived: nobody to answer, nothing done
+            return
         except Exception as exc:  # a bug: answer without detail, log without patient data
             log.error("unhandled %s on %s %s", type(exc).__name__, scope["method"], scope["path"])
             response = error_response(FhirError("The server failed to process the request; it has been logged.",
@@ -118,6 +122,8 @@ class FhirRouter:
             return await self.gate.token(request, fhir_base(request, self.base_url))
         if relative == SMART_CONFIG_PATH:
             return self.gate.smart_configuration(fhir_base(request, self.base_url))
+        if relative == API_DOCS_PATH and scope["method"] in ("GET", "HEAD"):
+            return await self.api_docs(request)
         segments = [s for s in relative.split("/") if s]
         pattern, args = _shape(segments)
         if pattern != "metadata":  # the CapabilityStatement is public; everything else needs a token

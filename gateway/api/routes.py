@@ -35,6 +35,7 @@ class FhirHandlers:
         self.search = server.search
         self.base_url = server.settings.base_url
         self.limit = server.settings.max_body_bytes
+        self.depth = server.settings.max_json_depth
 
     def _write_response(self, request: Request, result: WriteResult) -> Response:
         stored = result.stored
@@ -55,6 +56,10 @@ class FhirHandlers:
         check_accept(request)
         return fhir_response(self.server.capability(context(request, self.base_url).base_url))
 
+    async def api_docs(self, request: Request) -> Response:
+        """OpenAPI 3 for API tooling (public, like /metadata it is generated from)."""
+        return Response(self.server.openapi(context(request, self.base_url).base_url), media_type="application/json")
+
     async def system_get(self, request: Request) -> Response:
         check_accept(request)
         params = _query(request)
@@ -64,7 +69,7 @@ class FhirHandlers:
 
     async def transaction_or_batch(self, request: Request) -> Response:
         check_accept(request)
-        data = await read_json(request, self.limit)
+        data = await read_json(request, self.limit, self.depth)
         return fhir_response(await self.server.bundles.process(data, context(request, self.base_url)))
 
     async def system_history(self, request: Request) -> Response:
@@ -88,7 +93,7 @@ class FhirHandlers:
 
     async def create(self, request: Request, rtype: str) -> Response:
         check_accept(request)
-        resource = await read_json(request, self.limit)
+        resource = await read_json(request, self.limit, self.depth)
         result = await self.core.create(rtype, resource, request.headers.get("if-none-exist"),
                                         context(request, self.base_url))
         return self._write_response(request, result)
@@ -98,7 +103,7 @@ class FhirHandlers:
         query = _raw_query(request)
         if not query:
             raise BadRequest("PUT to a type needs search criteria (conditional update) or an id in the URL.")
-        resource = await read_json(request, self.limit)
+        resource = await read_json(request, self.limit, self.depth)
         ctx = context(request, self.base_url)
         return self._write_response(request, await self.core.conditional_update(rtype, query, resource, ctx))
 
@@ -118,14 +123,14 @@ class FhirHandlers:
 
     async def update(self, request: Request, rtype: str, rid: str) -> Response:
         check_accept(request)
-        resource = await read_json(request, self.limit)
+        resource = await read_json(request, self.limit, self.depth)
         result = await self.core.update(rtype, rid, resource, request.headers.get("if-match"),
                                         context(request, self.base_url))
         return self._write_response(request, result)
 
     async def patch(self, request: Request, rtype: str, rid: str) -> Response:
         check_accept(request)
-        patch_doc = parse_json(await read_body(request, self.limit, PATCH_TYPES))
+        patch_doc = parse_json(await read_body(request, self.limit, PATCH_TYPES), self.depth)
         result = await self.core.patch(rtype, rid, patch_doc, request.headers.get("if-match"),
                                        context(request, self.base_url))
         return self._write_response(request, result)
@@ -153,7 +158,7 @@ class FhirHandlers:
             return await self._subscription_operation(request, rid, op)
         if op != "validate":
             raise NotFound(f"Operation ${op} is not supported; /fhir/metadata lists the operations.")
-        body = await read_json(request, self.limit) if request.method == "POST" else None
+        body = await read_json(request, self.limit, self.depth) if request.method == "POST" else None
         mode = dict(_query(request)).get("mode")
         resource, mode = unpack_validate_parameters(body, mode)
         outcome = await self.core.validate(rtype, resource, mode, rid, context(request, self.base_url))
@@ -164,7 +169,7 @@ class FhirHandlers:
         in the query, or a Parameters body (POST)."""
         params = _query(request)
         if request.method == "POST":
-            body = await read_json(request, self.limit)
+            body = await read_json(request, self.limit, self.depth)
             params += _parameters(body)
         ctx = context(request, self.base_url)
         service = self.server.subscriptions
@@ -185,6 +190,8 @@ def _parameters(body: object) -> list[tuple[str, str]]:
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
         raise BadRequest("The operation's body must be a Parameters resource.")
     out = []
+    if not isinstance(body.get("parameter") or [], list):
+        raise BadRequest("Parameters.parameter must be an array of {\"name\": ..., \"value[x]\": ...}.")
     for p in body.get("parameter") or []:
         if isinstance(p, dict) and isinstance(p.get("name"), str):
             value = next((v for k, v in p.items() if k.startswith("value")), None)

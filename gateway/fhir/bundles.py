@@ -172,8 +172,8 @@ class BundleProcessor:
                                                         ctx=ctx))
         if e.method == "PATCH":
             self._require(e, e.rtype and e.rid, "PATCH url must be Type/id")
-            return _write_outcome(await core.patch_in(tx, e.rtype, e.rid, _json_patch(e), e.request.get("ifMatch"),
-                                                       ctx=ctx))
+            patch = _json_patch(e, core.max_json_depth)
+            return _write_outcome(await core.patch_in(tx, e.rtype, e.rid, patch, e.request.get("ifMatch"), ctx=ctx))
         self._require(e, e.rtype and e.rid and not e.query, "DELETE url must be Type/id (conditional delete "
                                                             "is not supported)")
         await core.delete_in(tx, e.rtype, e.rid, ctx)
@@ -256,12 +256,12 @@ def _error_outcome(exc: FhirError) -> Outcome:
     return Outcome(f"{exc.status}", {"outcome": exc.outcome()})
 
 
-def _json_patch(e: Entry) -> object:
+def _json_patch(e: Entry, max_depth: int) -> object:
     res = e.resource
     if not isinstance(res, dict) or res.get("resourceType") != "Binary" or "data" not in res:
         raise BadRequest("A PATCH entry carries a Binary resource with contentType application/json-patch+json "
                          "and the patch base64-encoded in data.")
     try:
-        return parse_json(base64.b64decode(res["data"], validate=True))
+        return parse_json(base64.b64decode(res["data"], validate=True), max_depth)
     except (ValueError, TypeError):
         raise BadRequest("The PATCH entry's Binary.data is not base64-encoded JSON.") from None

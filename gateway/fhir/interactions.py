@@ -20,7 +20,7 @@ from gateway.errors import (
     BadRequest, Conflict, FhirError, Gone, Issue, MethodNotAllowed, NotFound, PreconditionFailed, UnprocessablePatch, information_outcome,
     operation_outcome,
 )
-from gateway.fhir.canonical import canonical_resource, dumps, parse_json
+from gateway.fhir.canonical import DEFAULT_MAX_JSON_DEPTH, canonical_resource, check_depth, dumps, parse_json
 from gateway.fhir.conformance import CONFORMANCE_TYPES, ConformanceLibrary
 from gateway.fhir.context import RequestContext
 from gateway.fhir.types import SUPPORTED, is_valid_id, parse_uint
@@ -77,16 +77,20 @@ def unpack_validate_parameters(body: object, mode: str | None) -> tuple[object, 
     """``$validate`` takes the resource itself or a Parameters with ``resource`` (and ``mode``)."""
     if isinstance(body, dict) and body.get("resourceType") == "Parameters":
         resource = None
+        if not isinstance(body.get("parameter") or [], list):
+            raise BadRequest("Parameters.parameter must be an array of {\"name\": ..., \"resource\"|\"value[x]\": ...}.")
         for p in body.get("parameter") or []:
             if isinstance(p, dict) and p.get("name") == "resource":
                 resource = p.get("resource")
-            elif isinstance(p, dict) and p.get("name") == "mode":
-                mode = p.get("valueCode", mode)
+            elif isinstance(p, dict) and p.get("name") == "mode" and isinstance(p.get("valueCode"), str):
+                mode = p["valueCode"]
         return resource, mode
     return body, mode
 
 
 class FhirCore:
+    max_json_depth = DEFAULT_MAX_JSON_DEPTH  # GATEWAY_MAX_JSON_DEPTH; FhirServer sets the configured one
+
     def __init__(self, store: Store, registry: SearchRegistry, parser: QueryParser, validator: Validator,
                  conformance: ConformanceLibrary | None = None, access: AccessPolicy | None = None,
                  audit: AuditLog | None = None, events: EventRecorder | None = None):
@@ -309,6 +313,7 @@ class FhirCore:
             raise UnprocessablePatch(f"The JSON Patch cannot be applied to {rtype}/{rid}: {exc}") from None
         if not isinstance(patched, dict) or patched.get("resourceType") != rtype or patched.get("id") != rid:
             raise UnprocessablePatch("A patch may not change resourceType or id.")
+        check_depth(patched, self.max_json_depth, f"{rtype}/{rid} as patched")  # resource + value: up to twice
         self._check_body(rtype, patched)
         return current.vid, patched, self.prepare(rtype, patched)
 

@@ -19,6 +19,7 @@ from gateway.events.sender import HttpSender
 from gateway.events.service import SubscriptionService
 from gateway.events.topics import TopicCatalog
 from gateway.fhir.bundles import BundleProcessor
+from gateway.fhir.canonical import dumps, parse_json
 from gateway.fhir.capability import capability_statement
 from gateway.fhir.conformance import ConformanceLibrary
 from gateway.fhir.interactions import FhirCore
@@ -54,6 +55,7 @@ class FhirServer:
                                     settings.notify_max_subscriptions)
         self.core = FhirCore(store, self.registry, parser, self.validator, self.conformance, self.access, self.audit,
                              self.events)
+        self.core.max_json_depth = settings.max_json_depth
         self.subscriptions = SubscriptionService(self.core)
         delivery = Delivery(store, self.access, self.audit, self.subscriptions.set_status, settings.public_base,
                             DeliverySettings(settings.notify_retry_base, settings.notify_retry_max,
@@ -75,6 +77,7 @@ class FhirServer:
         self.bundles = BundleProcessor(self.core, self.search)
         self._published = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         self._capability: dict[str, bytes] = {}
+        self._openapi: dict[str, bytes] = {}
 
     async def prepare_store(self) -> None:
         """Work an upgraded store asks for before serving: recompute the access rows."""
@@ -98,4 +101,14 @@ class FhirServer:
                                           secured=self.settings.security != "off", topics=sorted(self.topics.by_url))
             if len(self._capability) < 8:  # the Host header picks the base: bound the cache
                 self._capability[base_url] = cached
+        return cached
+
+    def openapi(self, base_url: str) -> bytes:
+        """The OpenAPI description generated from the CapabilityStatement, cached like it."""
+        cached = self._openapi.get(base_url)
+        if cached is None:
+            from gateway.fhir.openapi import openapi_document
+            cached = dumps(openapi_document(parse_json(self.capability(base_url))))
+            if len(self._openapi) < 8:
+                self._openapi[base_url] = cached
         return cached
