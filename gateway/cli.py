@@ -102,6 +102,22 @@ def worker(db: Optional[str] = typer.Option(None, help="SQLite file of the store
         pass
 
 
+mappings_cli = typer.Typer(help="The mapping modules this gateway loads (entry points samverkan.mappings).",
+                           no_args_is_help=True)
+cli.add_typer(mappings_cli, name="mappings")
+
+
+@mappings_cli.command("list")
+def mappings_list() -> None:
+    """Every mapping with its version, media types and where it comes from."""
+    from gateway.mapping.registry import MappingRegistry
+
+    for info in MappingRegistry.load().infos():
+        out = f" out: {info.outbound_media_type}" if info.outbound_media_type else ""
+        typer.echo(f"{info.name} {info.version}  in: {', '.join(info.media_types)}{out}  ({info.source})\n"
+                   f"    {info.title}")
+
+
 profiles_cli = typer.Typer(help="Work on the StructureDefinitions in profiles/.", no_args_is_help=True)
 cli.add_typer(profiles_cli, name="profiles")
 

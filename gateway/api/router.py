@@ -86,6 +86,7 @@ class FhirRouter:
         h = handlers
         self.table = {
             "": {"GET": h.system_get, "POST": h.transaction_or_batch},
+            "$": {"POST": h.system_operation, "GET": h.system_operation},
             "metadata": {"GET": h.metadata},
             "_history": {"GET": h.system_history},
             "T": {"GET": h.search_type, "POST": h.create, "PUT": h.conditional_update},

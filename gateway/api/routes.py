@@ -11,12 +11,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.api.http import (
-    FORM_TYPES, PATCH_TYPES, check_accept, context, fhir_response, read_body, read_json, resource_headers,
+    FORM_TYPES, PATCH_TYPES, check_accept, context, fhir_response, media_type, read_body, read_json,
+    resource_headers,
 )
-from gateway.errors import BadRequest, NotFound, information_outcome
+from gateway.errors import BadRequest, information_outcome
 from gateway.fhir.canonical import dumps, parse_json
-from gateway.fhir.interactions import WriteResult, parse_etag, unpack_validate_parameters
+from gateway.fhir.interactions import WriteResult, parse_etag
 from gateway.fhir.server import FhirServer
+from gateway.operations.registry import FHIR_JSON as FHIR_JSON_TYPE
+from gateway.operations.registry import INSTANCE, SYSTEM, TYPE, OperationRequest
 
 
 def _raw_query(request: Request) -> str:
@@ -145,59 +148,32 @@ class FhirHandlers:
         ctx = context(request, self.base_url)
         return fhir_response(await self.search.history(rtype, rid, _query(request), ctx))
 
-    # -- operations --------------------------------------------------------------------
+    # -- operations (gateway.operations: one registry) ----------------------------------
+    async def system_operation(self, request: Request, op: str) -> Response:
+        return await self._operation(request, None, None, op)
+
     async def type_operation(self, request: Request, rtype: str, op: str) -> Response:
         return await self._operation(request, rtype, None, op)
 
     async def instance_operation(self, request: Request, rtype: str, rid: str, op: str) -> Response:
         return await self._operation(request, rtype, rid, op)
 
-    async def _operation(self, request: Request, rtype: str, rid: str | None, op: str) -> Response:
-        check_accept(request)
-        if rtype == "Subscription" and op in ("status", "events"):
-            return await self._subscription_operation(request, rid, op)
-        if op != "validate":
-            raise NotFound(f"Operation ${op} is not supported; /fhir/metadata lists the operations.")
-        body = await read_json(request, self.limit, self.depth) if request.method == "POST" else None
-        mode = dict(_query(request)).get("mode")
-        resource, mode = unpack_validate_parameters(body, mode)
-        outcome = await self.core.validate(rtype, resource, mode, rid, context(request, self.base_url))
-        return fhir_response(dumps(outcome))
-
-    async def _subscription_operation(self, request: Request, rid: str | None, op: str) -> Response:
-        """``$status`` (type or instance) and ``$events`` (instance) of the Backport IG; parameters
-        in the query, or a Parameters body (POST)."""
-        params = _query(request)
-        if request.method == "POST":
-            body = await read_json(request, self.limit, self.depth)
-            params += _parameters(body)
-        ctx = context(request, self.base_url)
-        service = self.server.subscriptions
-        if op == "status":
-            return fhir_response(await service.status(rid, params, ctx))
-        if rid is None:
-            raise BadRequest("$events is an instance operation: Subscription/[id]/$events.")
-        return fhir_response(await service.events(rid, params, ctx))
+    async def _operation(self, request: Request, rtype: str | None, rid: str | None, op: str) -> Response:
+        level = INSTANCE if rid is not None else TYPE if rtype is not None else SYSTEM
+        method = "GET" if request.method == "HEAD" else request.method
+        operation = self.server.operations.find(op, level, rtype, method)
+        if FHIR_JSON_TYPE in operation.request_types:  # a FHIR operation answers FHIR JSON
+            check_accept(request)
+        body = await read_body(request, self.limit, frozenset(operation.request_types)) if method == "POST" else None
+        call = OperationRequest(op, level, method, rtype, rid, _query(request), body,
+                                media_type(request) if body is not None else "", context(request, self.base_url))
+        result = await operation.handler(call)
+        return Response(result.body, result.status, headers=result.headers, media_type=result.media_type)
 
     async def vread(self, request: Request, rtype: str, rid: str, vid: str) -> Response:
         check_accept(request)
         stored = await self.core.vread(rtype, rid, vid, context(request, self.base_url))
         return fhir_response(stored.body, 200, resource_headers(stored))
-
-
-def _parameters(body: object) -> list[tuple[str, str]]:
-    """An operation's Parameters body as (name, value) pairs of its primitive values."""
-    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise BadRequest("The operation's body must be a Parameters resource.")
-    out = []
-    if not isinstance(body.get("parameter") or [], list):
-        raise BadRequest("Parameters.parameter must be an array of {\"name\": ..., \"value[x]\": ...}.")
-    for p in body.get("parameter") or []:
-        if isinstance(p, dict) and isinstance(p.get("name"), str):
-            value = next((v for k, v in p.items() if k.startswith("value")), None)
-            if isinstance(value, (str, int)) and not isinstance(value, bool):
-                out.append((p["name"], str(value)))
-    return out
 
 
 def _etag_matches(header: str, vid: int) -> bool:

@@ -13,6 +13,7 @@ import base64
 import re
 import uuid
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from gateway.errors import BadRequest, FhirError, PreconditionFailed
@@ -50,12 +51,22 @@ class Outcome:
     resource: bytes | None = None
 
 
+class Guard(Protocol):
+    """Work that must commit with a transaction's writes, or not at all (``gateway.mapping.ingest``:
+    a source message's key and order). ``before`` may raise to abandon the transaction."""
+
+    async def before(self, tx: Transaction) -> None: ...
+
+    async def after(self, tx: Transaction, written: list[str]) -> None:
+        """``written``: "Type/id/_history/vid" of each resource the entries created or changed."""
+
+
 class BundleProcessor:
     def __init__(self, core: FhirCore, search: SearchService):
         self.core = core
         self.search = search
 
-    async def process(self, data: object, ctx: RequestContext) -> bytes:
+    async def process(self, data: object, ctx: RequestContext, guard: Guard | None = None) -> bytes:
         if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
             raise BadRequest("POST to the base takes a Bundle of type transaction or batch.")
         btype = data.get("type")
@@ -66,8 +77,10 @@ class BundleProcessor:
         if not isinstance(raw_entries, list):
             raise BadRequest("Bundle.entry must be an array of entries.")
         entries = [self._entry(i, e, ctx) for i, e in enumerate(raw_entries)]
+        if guard is not None and btype != "transaction":
+            raise BadRequest("Only a transaction Bundle commits with the source message it came from.")
         if btype == "transaction":
-            results = await self._transaction(entries, ctx)
+            results = await self._transaction(entries, ctx, guard)
         else:
             results = [await self._batch_entry(e, ctx) for e in entries]
         return bundle(f"{btype}-response", [self._response_bytes(r) for r in results])
@@ -96,10 +109,12 @@ class BundleProcessor:
         return Entry(i, method, rtype, rid, segments[2:], parts.query, resource, request, full_url)
 
     # -- transaction ---------------------------------------------------------------
-    async def _transaction(self, entries: list[Entry], ctx: RequestContext) -> list[Outcome]:
+    async def _transaction(self, entries: list[Entry], ctx: RequestContext, guard: Guard | None = None) -> list[Outcome]:
         results: dict[int, Outcome] = {}
         _reject_duplicates(entries)
         async with self.core.store.transaction() as tx:
+            if guard is not None:
+                await guard.before(tx)
             ids = await self._assign_ids(tx, entries, ctx)
             for e in sorted(entries, key=_write_order):
                 if e.method in ("GET", "HEAD"):
@@ -113,6 +128,8 @@ class BundleProcessor:
                     for issue in exc.issues:
                         issue.diagnostics = f"{where}: {issue.diagnostics}"
                     raise
+            if guard is not None:
+                await guard.after(tx, [o.body["location"] for o in results.values() if o.body and "location" in o.body])
         for e in entries:
             if e.method in ("GET", "HEAD"):
                 results[e.index] = await self._read_entry(e, ctx)

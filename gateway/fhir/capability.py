@@ -18,11 +18,12 @@ SOFTWARE_VERSION = "0.1.0"
 def capability_statement(registry: SearchRegistry, base_url: str, published: str,
                          profiles: dict[str, list[str]] | None = None,
                          required: dict[str, list[str]] | None = None, secured: bool = True,
-                         topics: list[str] = ()) -> bytes:
+                         topics: list[str] = (), operations=None) -> bytes:
     """``profiles``: type → profile URLs held (supportedProfile); ``required``: type → the
     profiles every write must meet (listed as ``profile`` when there is exactly one);
     ``secured``: SMART backend services on (then ids are the server's: no update-as-create);
-    ``topics``: the SubscriptionTopic canonicals a Subscription may name (Backport IG)."""
+    ``topics``: the SubscriptionTopic canonicals a Subscription may name (Backport IG);
+    ``operations``: the ``OperationRegistry`` (each type's and the system's operations)."""
     resources = []
     for rtype in SUPPORTED_TYPES:
         if rtype == "AuditEvent":
@@ -48,9 +49,7 @@ def capability_statement(registry: SearchRegistry, base_url: str, published: str
             **({"profile": required[rtype][0]} if len((required or {}).get(rtype, [])) == 1 else {}),
             **({"supportedProfile": sorted((profiles or {})[rtype])} if (profiles or {}).get(rtype) else {}),
             **extra.get("fields", {}),
-            "operation": [{"name": "validate",
-                           "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"},
-                          *extra.get("operations", [])],
+            "operation": [op.capability() for op in operations.for_type(rtype)] if operations else [],
             "searchParam": [
                 {"name": code, "definition": p.url, "type": p.type, **({"documentation": p.description}
                                                                        if p.description else {})}
@@ -88,6 +87,7 @@ def capability_statement(registry: SearchRegistry, base_url: str, published: str
             **({"security": _smart_security(base_url)} if secured else {}),
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+            **({"operation": [op.capability() for op in operations.system()]} if operations else {}),
         }],
     }
     return dumps(statement)
@@ -98,8 +98,8 @@ BACKPORT_SERVER = BACKPORT + "CapabilityStatement/backport-subscription-server-r
 
 
 def _subscription_extras(topics: list[str]) -> dict:
-    """Topic-based subscriptions (Subscriptions R5 Backport IG, R4): the topics, the profile and
-    the operations ``$status`` and ``$events``."""
+    """Topic-based subscriptions (Subscriptions R5 Backport IG, R4): the topics and the profile
+    (its operations ``$status`` and ``$events`` come from the operation registry)."""
     return {
         "fields": {
             "extension": [{"url": BACKPORT + "StructureDefinition/capabilitystatement-subscriptiontopic-canonical",
@@ -110,10 +110,6 @@ def _subscription_extras(topics: list[str]) -> dict:
                              "equality on the parameters each topic lists (profiles/subscription-topics/). Events "
                              "reach a subscriber only if its organisation may see the resource at delivery.",
         },
-        "operations": [
-            {"name": "status", "definition": BACKPORT + "OperationDefinition/backport-subscription-status"},
-            {"name": "events", "definition": BACKPORT + "OperationDefinition/backport-subscription-events"},
-        ],
     }
 
 

@@ -166,6 +166,14 @@ def _system_paths(paths: dict, rest: dict) -> None:
         _add(paths, "/", "post", _op("transaction", "A transaction (all or nothing) or batch Bundle", tag, [_prefer()],
                                      body=_fhir_body(_ref("Bundle")),
                                      ok={"200": _body_response("The response Bundle", _ref("Bundle"))}))
+    for operation in rest.get("operation", []):  # system-level operations: a body in the operation's own format
+        name = operation["name"]
+        body = {"required": True, "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
+        op = _op(f"{name}-system", operation.get("documentation") or f"${name}", tag, [], ok={
+            "200": {"description": "The operation's answer, in its own format",
+                    "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}})
+        op["requestBody"] = body
+        _add(paths, f"/${name}", "post", op)
     if "history-system" in codes:
         history = [_query("_count", {"type": "integer", "minimum": 0}, "Entries per page."),
                    _query("_since", {"type": "string"}, "Only versions after this instant.")]

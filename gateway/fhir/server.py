@@ -25,6 +25,9 @@ from gateway.fhir.conformance import ConformanceLibrary
 from gateway.fhir.interactions import FhirCore
 from gateway.fhir.searching import SearchService
 from gateway.fhir.types import SUPPORTED_TYPES
+from gateway.mapping.ingest import IngestService
+from gateway.mapping.registry import MappingRegistry
+from gateway.operations.catalog import standard_operations
 from gateway.search.query import QueryParser
 from gateway.search.registry import SearchRegistry
 from gateway.settings import Settings
@@ -75,6 +78,10 @@ class FhirServer:
         self.search = SearchService(store, self.registry, parser, settings.search_snapshot_ttl, self.conformance,
                                     self.access, self.audit)
         self.bundles = BundleProcessor(self.core, self.search)
+        # Mapping modules (entry points samverkan.mappings) and the operations, $ingest among them.
+        self.mappings = MappingRegistry.load()
+        self.ingest = IngestService(self, self.mappings)
+        self.operations = standard_operations(self)
         self._published = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         self._capability: dict[str, bytes] = {}
         self._openapi: dict[str, bytes] = {}
@@ -98,7 +105,8 @@ class FhirServer:
             for url, profile in self.validator.profiles.items():
                 by_type.setdefault(profile.rtype, []).append(url)
             cached = capability_statement(self.registry, base_url, self._published, by_type, self.validator.required,
-                                          secured=self.settings.security != "off", topics=sorted(self.topics.by_url))
+                                          secured=self.settings.security != "off", topics=sorted(self.topics.by_url),
+                                          operations=self.operations)
             if len(self._capability) < 8:  # the Host header picks the base: bound the cache
                 self._capability[base_url] = cached
         return cached

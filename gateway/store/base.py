@@ -131,6 +131,21 @@ class Transaction(Reader):
     async def persons(self) -> list[tuple[str, str]]:
         """(Patient id, person) pairs of the access rows (an upgrade's rebuild)."""
 
+    # -- ingest (gateway.mapping): source messages taken, and the newest time per subject ------
+    @abstractmethod
+    async def mapping_reply(self, key: str) -> tuple[bytes, str] | None:
+        """(reply, media type) given to the message with this key, if it was taken."""
+
+    @abstractmethod
+    async def record_mapping_reply(self, key: str, reply: bytes, media_type: str, received_us: int) -> None: ...
+
+    @abstractmethod
+    async def mapping_sequence(self, subject: str) -> int | None:
+        """The time (µs) of the newest message taken about ``subject``."""
+
+    @abstractmethod
+    async def set_mapping_sequence(self, subject: str, occurred_us: int) -> None: ...
+
     @abstractmethod
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once this transaction's writes are durable (not at all if it rolls back)."""
@@ -252,7 +267,8 @@ class Store(Reader):
 
     @abstractmethod
     async def prune_events(self, before_us: int) -> int:
-        """Forget events recorded before ``before_us``; returns how many."""
+        """Forget events (and the replies to source messages) recorded before ``before_us``; returns
+        how many events."""
 
     @abstractmethod
     async def save_snapshot(self, snapshot: Snapshot, ttl_seconds: int) -> None: ...

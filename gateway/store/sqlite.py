@@ -24,6 +24,7 @@ from gateway.store import sqlite_access as access_sql
 from gateway.store.sqlite_access import ACCESS_CONDITION, access_args, notice_condition
 from gateway.store.sqlsearch import from_where, order_by
 from gateway.store import sqlite_events as events
+from gateway.store.sqlite_mapping import MAPPING_SCHEMA, TransactionMapping
 
 SCHEMA_VERSION = 5  # 2: res_access, access_grants (organisation access); 3: notice_access (LUSEN); 4: subscriptions;
 # 5: access by person and custodian (res_access.person, grants per custodian, notice rows per route)
@@ -88,7 +89,7 @@ CREATE TABLE IF NOT EXISTS search_snapshots (
     id TEXT PRIMARY KEY, expires INTEGER NOT NULL, rtype TEXT NOT NULL, query TEXT NOT NULL,
     total INTEGER NOT NULL, seqs BLOB NOT NULL, owner TEXT NOT NULL DEFAULT ''
 );
-""" + log_table("audit_log") + events.EVENTS_SCHEMA
+""" + log_table("audit_log") + events.EVENTS_SCHEMA + MAPPING_SCHEMA
 
 _READ_CURRENT = (
     "SELECT v.vid, v.last_updated, v.body, v.seq, a.author, a.patient, a.person FROM current c "
@@ -141,7 +142,7 @@ def _read_version(conn: sqlite3.Connection, rtype: str, rid: str, vid: int) -> S
     return StoredResource(*row) if row else None
 
 
-class SqliteTransaction(access_sql.TransactionAccess, events.TransactionEvents, Transaction):
+class SqliteTransaction(access_sql.TransactionAccess, events.TransactionEvents, TransactionMapping, Transaction):
     def __init__(self, conn: sqlite3.Connection):
         self._conn = conn
         self.committed: list = []  # on_commit callbacks, run by SqliteStore.transaction()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from gateway.store.sqlite_mapping import prune_mapping_messages
+
 from gateway.store.records import EventRecord, SubscriptionRow
 
 EVENTS_SCHEMA = """
@@ -199,4 +201,5 @@ class StoreEvents:
 
     async def prune_events(self, before_us: int) -> int:
         async with self.transaction() as tx:
+            prune_mapping_messages(tx._conn, before_us)
             return prune_events(tx._conn, before_us)
