@@ -56,6 +56,8 @@ def decode(raw: bytes) -> str:
     """The message as text, by MSH-18 (the character set), with segments separated by CR."""
     if not raw.startswith(b"MSH") or len(raw) < 8:
         raise reject("The message does not start with an MSH segment.", "100", "MSH^1")
+    if b"\x0b" in raw or b"\x1c" in raw:  # MLLP's block characters inside a message: a broken frame
+        raise reject("The message contains MLLP framing bytes (0x0B, 0x1C): it was framed wrongly.", "100", "MSH^1")
     charset = _msh18(raw)
     if charset not in _CHARSETS:
         raise reject(f"MSH-18 character set '{charset}' is not supported; send UNICODE UTF-8 or 8859/1.", "203",
@@ -65,7 +67,8 @@ def decode(raw: bytes) -> str:
         text = raw.decode(codec) if codec else _utf8_or_latin1(raw)
     except UnicodeDecodeError:
         raise reject(f"The message is not valid {charset} text (MSH-18).", "102", "MSH^1^18") from None
-    return text.replace("\r\n", "\r").replace("\n", "\r").strip("\r")
+    segments = text.replace("\r\n", "\r").replace("\n", "\r").split("\r")
+    return "\r".join(s for s in segments if s.strip())  # blank lines between segments are no segments
 
 
 def _utf8_or_latin1(raw: bytes) -> str:

@@ -4,8 +4,8 @@ What the message states replaces what the Patient said about it (identifiers, na
 birth date, addresses, telecom, death, protection, listing); everything else the Patient holds is
 kept. Swedish additions:
 
-- PID-11 XAD-9 (county/parish code) carries the kommunkod; an address with one gets the
-  ``folkbokforingskommun`` extension, and when it is the legal address (XAD-7 ``L``) it is marked
+- PID-11 XAD-9 (county/parish code, the IG's ``district``) carries the kommunkod in a Swedish
+  address; an address with one (four digits) gets the ``folkbokforingskommun`` extension, and when it is the legal address (XAD-7 ``L``) it is marked
   as the folkbokföringsadress (HL7 Sweden's address-type extension, SNOMED 63381000052101).
 - PD1-12 protection indicator ``Y`` → the ``sekretessmarkering`` security label.
 - PD1-3 patient primary facility (XON, organisation identifier in XON-10 as an HSA-id) → the
@@ -93,20 +93,20 @@ def _address(msg: V2Message, xad) -> dict | None:
     line = [p for p in (msg.part(xad, 1), msg.part(xad, 2)) if p]
     address: dict = {}
     kind = msg.part(xad, 7).upper()
-    kommunkod = msg.part(xad, 9)
+    district = msg.part(xad, 9)  # county/parish: in Sweden the kommunkod (4 digits)
+    kommunkod = district if len(district) == 4 and district.isdigit() and msg.part(xad, 6) in ("", "SE", "SWE") \
+        else ""
     extensions = []
     if kind == "L" or (kommunkod and kind in ("", "H")):
         extensions.append({"url": SE_ADDRESS_TYPE, "valueCoding": FOLKBOKFORINGSADRESS})
     if kommunkod:
-        if len(kommunkod) != 4 or not kommunkod.isdigit():
-            raise error(f"PID-11 XAD-9 '{kommunkod}' is not a 4-digit kommunkod.", "102", Location("PID", 1, 11))
         extensions.append({"url": SD + "folkbokforingskommun", "valueCoding": {"system": KOMMUNKOD,
                                                                               "code": kommunkod}})
     if extensions:
         address["extension"] = extensions
     if ADDRESS_USE.get(kind):
         address["use"] = ADDRESS_USE[kind]
-    for key, value in (("line", line), ("city", msg.part(xad, 3)), ("state", msg.part(xad, 4)),
+    for key, value in (("line", line), ("city", msg.part(xad, 3)), ("district", district), ("state", msg.part(xad, 4)),
                        ("postalCode", msg.part(xad, 5)), ("country", msg.part(xad, 6))):
         if value:
             address[key] = value
