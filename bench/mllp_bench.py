@@ -94,7 +94,7 @@ def serve(args: argparse.Namespace) -> None:
 # -- the runner -----------------------------------------------------------------------------------
 def templates(path: str | None) -> list[str]:
     if not path:
-        return [SYNTHETIC_A01.replace("{id}", "{id}")]
+        return [SYNTHETIC_A01]
     source = Path(path)
     files = sorted(p for p in source.iterdir() if p.suffix in (".hl7", ".er7", ".txt")) if source.is_dir() else [source]
     out = []
