@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from typing import Any
 
 from gateway.mllp.server import MllpServer
 
@@ -34,7 +35,8 @@ async def run_until_signalled(server: MllpServer,
             installed.append(sig)
         serving = asyncio.create_task(server.serve_forever())
         try:
-            await asyncio.wait({serving, received}, return_when=asyncio.FIRST_COMPLETED)
+            either: set[asyncio.Future[Any]] = {serving, received}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if received.done():
                 log.info("MLLP: %s received, stopping", received.result().name)
             await server.stop()

@@ -103,7 +103,7 @@ class MllpServer:
         self.max_connections = max_connections
         self.drain_timeout = drain_timeout
         self.stats = MllpStats()
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], _Connection] = {}
         self._stopping = False
         self._stopped = asyncio.Event()
