@@ -64,6 +64,26 @@ async def test_twenty_connections_are_served_at_once_each_in_its_own_order():
     assert results == [[f"C{n}-{i}" for i in range(25)] for n in range(20)]
 
 
+async def test_a_sender_that_half_closes_after_its_frames_still_gets_every_ack():
+    async with serving(EchoAck()) as server:  # as `cat messages | nc host 2575` does
+        reader, writer = await connect(server)
+        writer.write(b"".join(frame(message(f"H{i}")) for i in range(3)))
+        writer.write_eof()
+        received = await read_to_eof(reader)
+        writer.close()
+    assert received == b"".join(frame(ack(f"H{i}")) for i in range(3))
+
+
+async def test_time_spent_in_the_handler_does_not_count_as_idle():
+    class Slow(EchoAck):
+        async def work(self, message: bytes) -> None:
+            await asyncio.sleep(1.5)  # the handler's pace, longer than the idle timeout
+
+    async with serving(Slow(), idle_timeout=1.0) as server, MllpClient(*server.address, timeout=PATIENCE) as client:
+        assert acked(await client.send(message("LONG"))) == ("AA", "LONG")
+    assert server.stats.idle_closed == 0
+
+
 # -- what arrives broken -----------------------------------------------------------------------
 async def test_a_client_that_disconnects_mid_frame_leaves_nothing_handled_and_the_listener_serves_on():
     handler = EchoAck()

@@ -94,7 +94,8 @@ class MllpServer:
                  ssl: ssl_module.SSLContext | None = None, max_connections: int = 200,
                  drain_timeout: float = 10.0) -> None:
         if max_message_bytes < 1 or idle_timeout <= 0 or max_connections < 1 or drain_timeout < 0:
-            raise ValueError("max_message_bytes, idle_timeout and max_connections must be positive")
+            raise ValueError("max_message_bytes, idle_timeout and max_connections must be positive, "
+                             "drain_timeout not negative")
         self.handler = handler
         self.host, self.port = host, port
         self.max_message_bytes = max_message_bytes
@@ -111,8 +112,8 @@ class MllpServer:
     # -- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         """Bind and listen (port 0: a free port, see ``address``)."""
-        if self._server is not None:
-            raise RuntimeError("MllpServer already started")
+        if self._server is not None or self._stopping:
+            raise RuntimeError("MllpServer already started (a server is started once)")
         self._server = await asyncio.start_server(
             self._accept, self.host, self.port, ssl=self.ssl, limit=STREAM_LIMIT,
             ssl_handshake_timeout=min(self.idle_timeout, 60.0) if self.ssl else None)
