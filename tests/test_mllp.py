@@ -122,7 +122,7 @@ async def test_a_frame_over_the_size_limit_gets_the_refusal_and_its_connection_i
     assert len(partial) == 1000 and control_id(partial) == "BIG" and "1000 bytes" in reason
     assert received == frame(handler.refuse(partial, reason))
     assert acked(received[1:-2]) == ("AR", "BIG")
-    assert handler.seen == [] and server.stats.oversize_refused == 1
+    assert handler.seen == [] and server.stats.oversize_refused == 1 and server.stats.partial_frames_dropped == 0
 
 
 async def test_a_complete_frame_over_the_limit_is_refused_and_one_of_the_limit_is_handled():

@@ -118,8 +118,13 @@ class MllpServer:
             self._accept, self.host, self.port, ssl=self.ssl, limit=STREAM_LIMIT,
             ssl_handshake_timeout=min(self.idle_timeout, 60.0) if self.ssl else None)
         host, port = self.address
-        log.info("MLLP listening on %s:%d (%s)", host, port,
-                 "TLS, client certificates required" if self.ssl else "plain TCP")
+        if self.ssl is None:
+            transport = "plain TCP"
+        elif self.ssl.verify_mode == ssl_module.CERT_REQUIRED:
+            transport = "TLS, client certificates required"
+        else:
+            transport = "TLS, client certificates NOT required"
+        log.info("MLLP listening on %s:%d (%s)", host, port, transport)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -198,13 +203,14 @@ class MllpServer:
         loop = asyncio.get_running_loop()
         deframer = Deframer(self.max_message_bytes)
         deadline = loop.time() + self.idle_timeout
-        linger, how = False, "closed by the peer"
+        linger, how, refused_partial = False, "closed by the peer", False
         log.debug("MLLP connection from %s", conn.peer)
         try:
             while True:
                 try:
                     message = deframer.next_message()
                 except FrameTooLarge as too_large:
+                    refused_partial = True  # answered, not silently dropped
                     await self._refuse_oversize(writer, conn, too_large)
                     linger, how = True, "refused a frame over the size limit"
                     return
@@ -246,7 +252,7 @@ class MllpServer:
         except OSError as exc:  # reset, broken pipe, TLS errors (ssl.SSLError is an OSError)
             how = f"connection error {type(exc).__name__}"
         finally:
-            if deframer.partial_bytes:
+            if deframer.partial_bytes and not refused_partial:
                 self.stats.partial_frames_dropped += 1
                 how += f"; dropped a partial frame of {deframer.partial_bytes} bytes, nothing of it handled"
             self.stats.bytes_skipped += deframer.skipped
