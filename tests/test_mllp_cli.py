@@ -4,7 +4,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import ssl
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -17,7 +21,7 @@ from gateway.mllp import handler as handlers
 from gateway.mllp.client import MllpClient
 from gateway.mllp.lifecycle import run_until_signalled
 from gateway.mllp.server import MllpServer
-from mllp_support import PATIENCE, EchoAck, acked, message, until
+from mllp_support import PATIENCE, PNR, EchoAck, acked, message, until
 
 
 @pytest.fixture
@@ -131,3 +135,35 @@ def test_the_tls_options_build_a_context_that_requires_client_certificates(db, m
                     "--tls-key", str(tmp_path / "server.key"), "--tls-ca", str(tmp_path / "ca.pem"))
     assert result.exit_code == 0, result.output
     assert served[0].ssl.verify_mode == ssl.CERT_REQUIRED
+
+
+async def test_gateway_mllp_as_a_process_serves_and_exits_cleanly_on_sigterm(db):
+    client_id, _, _ = register_client(db)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    stub = Path(__file__).resolve().parent / "mllp_cli_stub.py"
+    process = subprocess.Popen([sys.executable, str(stub), "mllp", "--client-id", client_id, "--db", db,
+                                "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PATIENCE
+        while True:  # until it listens
+            try:
+                client = MllpClient("127.0.0.1", port, timeout=PATIENCE)
+                await client.connect()
+                break
+            except OSError:
+                assert process.poll() is None and loop.time() < deadline, "gateway mllp did not start"
+                await asyncio.sleep(0.05)
+        async with client:
+            assert [acked(await client.send(message(f"P{i}"))) for i in range(3)] == [("AA", f"P{i}") for i in range(3)]
+        process.send_signal(signal.SIGTERM)
+        out, err = await asyncio.to_thread(process.communicate, timeout=PATIENCE)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err
+    assert f"127.0.0.1:{port}" in out and "SIGTERM received, stopping" in err and "listener stopped" in err
+    assert "3 message(s)" in err and PNR not in out + err
