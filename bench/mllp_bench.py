@@ -188,10 +188,12 @@ def run(args: argparse.Namespace) -> None:
 def report(figures: list[dict], args: argparse.Namespace, templates_count: int) -> None:
     print(f"\nhandler {args.handler}; {templates_count} message template(s); {args.duration:g} s per row after "
           f"{args.warmup:g} s warm-up; closed loop (one message in flight per connection)")
-    print(f"{'connections':>11} {'msgs/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'srv cpu':>8} {'cli cpu':>8}")
+    print(f"{'connections':>11} {'msgs/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'srv cpu':>8} {'cli cpu':>8} "
+          f"{'srv us/msg':>10}")
     for f in figures:
+        f["srv_us_per_msg"] = f["srv_cpu"] / f["msgs_per_s"] * 1e6 if f["msgs_per_s"] else None
         print(f"{f['connections']:>11} {f['msgs_per_s']:>9,.0f} {f['p50_ms']:>8.3f} {f['p99_ms']:>8.3f} "
-              f"{f['errors']:>7} {f['srv_cpu']:>8.2f} {f['cli_cpu']:>8.2f}")
+              f"{f['errors']:>7} {f['srv_cpu']:>8.2f} {f['cli_cpu']:>8.2f} {f['srv_us_per_msg'] or 0:>10.1f}")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip()
     record = {"bench": "mllp", "commit": commit, "handler": args.handler, "duration": args.duration,
