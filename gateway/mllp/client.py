@@ -56,6 +56,8 @@ class MllpClient:
             return replies
         finally:
             sending.cancel()
+            if sending.done() and not sending.cancelled():
+                sending.exception()  # seen: the reply side already raised what matters
 
     async def _reply(self) -> bytes:
         assert self._reader is not None
