@@ -1,5 +1,5 @@
 """The ``gateway`` command: ``serve`` (the FHIR server on the embedded store), ``worker``
-(notification delivery only, with Redis), ``clients``
+(notification delivery only, with Redis), ``mllp`` (the HL7 v2 listener), ``clients``
 (register backend services), ``directory`` (who receives LUSEN notices), ``token`` (a developer's
 access token), ``profiles``."""
 from __future__ import annotations
@@ -134,10 +134,12 @@ def profiles_snapshot() -> None:
 
 from gateway.clients_cli import clients_cli, token  # noqa: E402  (sub-commands, after cli exists)
 from gateway.directory_cli import directory_cli  # noqa: E402
+from gateway.mllp_cli import mllp  # noqa: E402
 
 cli.add_typer(clients_cli, name="clients")
 cli.add_typer(directory_cli, name="directory")
 cli.command("token")(token)
+cli.command("mllp")(mllp)
 
 
 def main() -> None:

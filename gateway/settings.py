@@ -33,6 +33,9 @@
 | GATEWAY_NOTIFY_MAX_SUBSCRIPTIONS | 100 | Subscriptions one organisation may hold (every write tests each one's filters) |
 | GATEWAY_NOTIFY_HTTP_LOOPBACK | off | `on`: Subscription endpoints may be at loopback addresses (only those), also over plain http (development only) |
 | GATEWAY_NOTIFY_SIGNING_KEY | (none) | if set, notifications carry `X-Samverkan-Signature: t=…,v1=HMAC-SHA256(key, "t.body")` |
+| GATEWAY_MLLP_MAX_MESSAGE_BYTES | 1048576 | `gateway mllp`: a larger HL7 v2 message is refused (AR) and its connection closed |
+| GATEWAY_MLLP_IDLE_TIMEOUT | 300 | `gateway mllp`: seconds a connection may go without a complete message (or not read its ACK) before it is closed |
+| GATEWAY_MLLP_MAX_CONNECTIONS | 200 | `gateway mllp`: open connections; one more is closed at once |
 """
 from __future__ import annotations
 
@@ -86,11 +89,17 @@ class Settings:
     notify_max_subscriptions: int = 100
     notify_claim_idle: float = 5.0
     notify_lease_margin: float = 5.0
+    mllp_max_message_bytes: int = 1024 * 1024
+    mllp_idle_timeout: float = 300.0
+    mllp_max_connections: int = 200
 
     def __post_init__(self) -> None:
         if not 2 <= self.max_json_depth <= MAX_JSON_DEPTH_CEILING:
             raise ValueError(f"GATEWAY_MAX_JSON_DEPTH must be between 2 and {MAX_JSON_DEPTH_CEILING}, "
                              f"not {self.max_json_depth}")
+        if self.mllp_max_message_bytes < 1 or self.mllp_idle_timeout <= 0 or self.mllp_max_connections < 1:
+            raise ValueError("GATEWAY_MLLP_MAX_MESSAGE_BYTES, GATEWAY_MLLP_IDLE_TIMEOUT and "
+                             "GATEWAY_MLLP_MAX_CONNECTIONS must be positive")
 
     @property
     def public_base(self) -> str:
@@ -136,6 +145,9 @@ class Settings:
             notify_max_subscriptions=int(_env("NOTIFY_MAX_SUBSCRIPTIONS", str(cls.notify_max_subscriptions))),
             notify_claim_idle=float(_env("NOTIFY_CLAIM_IDLE", str(cls.notify_claim_idle))),
             notify_lease_margin=float(_env("NOTIFY_LEASE_MARGIN", str(cls.notify_lease_margin))),
+            mllp_max_message_bytes=int(_env("MLLP_MAX_MESSAGE_BYTES", str(cls.mllp_max_message_bytes))),
+            mllp_idle_timeout=float(_env("MLLP_IDLE_TIMEOUT", str(cls.mllp_idle_timeout))),
+            mllp_max_connections=int(_env("MLLP_MAX_CONNECTIONS", str(cls.mllp_max_connections))),
         )
 
     def with_overrides(self, **changes) -> "Settings":
