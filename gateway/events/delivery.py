@@ -23,6 +23,12 @@ last one stopped.
   address); never patient data. (When the status changes still differs: a refused connection
   fails at once, a silent port after the timeout. The public-addresses default keeps that from
   mapping the care network.)
+- Other formats: a channel whose payload is a mapping module's media type (``Content-Type`` in
+  its headers, ``subscriptions.py``) gets the same notification Bundle rendered by that mapping
+  (``Mapping.render``) just before it is signed and sent, so events, numbers, access decisions,
+  retries and ``$events`` (which answers FHIR) are those of a FHIR subscriber. A notification the
+  mapping cannot render counts as a failed delivery (retried, then ``error``), with
+  ``NOT_RENDERED`` as the text and the exception type in the log.
 """
 from __future__ import annotations
 
@@ -33,7 +39,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -46,6 +52,7 @@ from gateway.access.trail import AuditTrail
 from gateway.events.endpoints import EndpointRefused
 from gateway.events.notification import Delivered, notification_bundle
 from gateway.events.sender import HttpSender
+from gateway.fhir.canonical import parse_json
 from gateway.fhir.context import RequestContext
 from gateway.search.dates import now_us
 from gateway.store import Store
@@ -62,6 +69,9 @@ ADDRESS_REFUSED = ("the endpoint's address is not allowed or its host did not re
 # Everything after that: refused or reset connection, no answer in time, TLS failure, an answer
 # that is not HTTP, a redirect or an HTTP error status.
 NOT_ACCEPTED = "the endpoint did not accept the notification (no 2xx answer)"
+# The subscription's payload media type could not be made (the mapping that renders it failed or is gone).
+NOT_RENDERED = "the notification could not be rendered in the subscription's payload media type"
+FHIR_JSON = "application/fhir+json"
 
 # (new state, the subscription as judged: applied only if still in that state with that channel, error text)
 StatusWriter = Callable[[str, SubscriptionRow, str], Awaitable[bool]]
@@ -96,8 +106,10 @@ class DeliverySettings:
 class Delivery:
     def __init__(self, store: Store, access: AccessPolicy, audit: AuditLog, set_status: StatusWriter,
                  base_url: str, settings: DeliverySettings, sender: Sender | None = None,
-                 clients: ClientLookup | None = None):
+                 clients: ClientLookup | None = None, renderers: Callable[[str], Any] | None = None):
+        """``renderers``: the mapping that renders a payload media type (``MappingRegistry.for_outbound``)."""
         self.store = store
+        self.renderers = renderers
         self.access = access
         self.audit = audit
         self.set_status = set_status
@@ -211,10 +223,14 @@ class Delivery:
 
     async def _post(self, row: SubscriptionRow, body: bytes) -> str | None:
         """POST to the endpoint; None on a 2xx answer, else why not (no patient data in it)."""
-        headers = {"Content-Type": "application/fhir+json"}
+        headers = {"Content-Type": FHIR_JSON}
         for h in row.headers:
             name, _, value = h.partition(":")
             headers[name.strip()] = value.strip()
+        if headers["Content-Type"] != FHIR_JSON:
+            body = self._render(row, headers["Content-Type"], body)
+            if body is None:
+                return NOT_RENDERED
         if self.settings.signing_key:
             stamp = str(int(time.time()))
             digest = hmac.new(self.settings.signing_key, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
@@ -238,6 +254,17 @@ class Delivery:
             error, cause = NOT_ACCEPTED, f"HTTP {status}"
         log.warning("Subscription/%s: notification to %s not delivered: %s", row.id, _host(row.endpoint), cause)
         return error
+
+    def _render(self, row: SubscriptionRow, media_type: str, body: bytes) -> bytes | None:
+        """The notification in the channel's payload type; None (logged, no patient data) if it cannot be made."""
+        mapping = self.renderers(media_type) if self.renderers else None
+        try:
+            if mapping is None:
+                raise LookupError("no mapping renders this media type")
+            return mapping.render(parse_json(body))
+        except Exception as exc:  # a mapping's bug must not stop the engine: this subscription retries
+            log.warning("Subscription/%s: notification not rendered as %s: %s", row.id, media_type, type(exc).__name__)
+            return None
 
     def _subscriber(self, row: SubscriptionRow) -> Caller | None:
         """Who the events go to, as the access decision knows callers ('': a trusted subscription),

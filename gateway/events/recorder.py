@@ -11,7 +11,7 @@ the delivery engine is woken for those subscriptions.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from gateway.access.caller import Caller
 from gateway.access.policy import AccessPolicy
@@ -32,12 +32,14 @@ SUBSCRIPTION = "Subscription"
 
 class EventRecorder:
     def __init__(self, topics: TopicCatalog, registry: SearchRegistry, local_base: str | None,
-                 access: AccessPolicy, endpoints: EndpointPolicy | None = None, max_subscriptions: int = 100):
+                 access: AccessPolicy, endpoints: EndpointPolicy | None = None, max_subscriptions: int = 100,
+                 outbound: Callable[[str], Any] | None = None):
+        """``outbound``: which mapping renders a payload media type (``MappingRegistry.for_outbound``)."""
         self.topics = topics
         self.access = access
         self.registry = registry
         self.local_base = local_base
-        self.rules = SubscriptionRules(topics, registry, local_base, endpoints)
+        self.rules = SubscriptionRules(topics, registry, local_base, endpoints, outbound)
         self.max_subscriptions = max_subscriptions
         self._wake: Callable[[Iterable[str]], None] = lambda ids: None
 

@@ -3,7 +3,10 @@
 What a client may ask for, and what the server decides: the topic must be one of ours, filters
 must be ones the topic offers (``[type]?param=value`` or ``param=value``; equality on reference
 and token parameters, values OR-ed with commas, parameters AND-ed), the channel is rest-hook with
-``application/fhir+json``. ``status`` is the server's: a client asks for ``requested``/``active``
+``application/fhir+json`` or a media type a mapping module renders (``Mapping.outbound_media_type``,
+e.g. the municipality format): the row then carries it as the ``Content-Type`` header it is sent
+with, so the channel (and its handshake on change) and the store stay as they are, and delivery
+knows whom to ask for the body. ``status`` is the server's: a client asks for ``requested``/``active``
 (a handshake follows whenever the channel is new or changed, or the subscription was not
 active), or ``off``; ``error`` is set only by the server.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from functools import lru_cache
+from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
 from yarl import URL
@@ -55,8 +59,11 @@ def _extension(element: object, url: str) -> dict | None:
 
 class SubscriptionRules:
     def __init__(self, topics: TopicCatalog, registry: SearchRegistry, local_base: str | None,
-                 endpoints: EndpointPolicy | None = None):
+                 endpoints: EndpointPolicy | None = None, outbound: Callable[[str], Any] | None = None):
+        """``outbound``: the mapping that renders a payload media type, or None
+        (``MappingRegistry.for_outbound``); without it only FHIR payloads are served."""
         self.topics = topics
+        self.outbound = outbound
         # Where notifications may go (endpoints.py): checked here for what the URL itself says,
         # and again for every connection (sender.py).
         self.endpoints = endpoints or EndpointPolicy()
@@ -73,9 +80,11 @@ class SubscriptionRules:
         payload = channel.get("payload", MIME)
         media, *params = [p.strip() for p in payload.split(";")]
         versions = [p.split("=", 1)[1].strip() for p in params if p.startswith("fhirVersion=")]
-        if media != MIME or any(v not in ("4.0", "4.0.1") for v in versions):
+        rendered = media.lower() if media.lower() != MIME and self.outbound and self.outbound(media.lower()) else None
+        if rendered is None and (media != MIME or any(v not in ("4.0", "4.0.1") for v in versions)):
             raise _invalid(f"Subscription.channel.payload '{payload}' is not supported; use {MIME} "
-                                  "(FHIR R4).", "Subscription.channel.payload")
+                           "(FHIR R4), or a media type a mapping of this gateway renders (gateway mappings list).",
+                           "Subscription.channel.payload")
         content = (_extension(channel.get("_payload"), PAYLOAD_CONTENT) or {}).get("valueCode", "id-only")
         if content not in CONTENTS:
             raise _invalid(f"The payload content '{content}' is not one of {', '.join(CONTENTS)}.", "Subscription.channel.payload")
@@ -92,6 +101,8 @@ class SubscriptionRules:
             if name.strip().lower() in _RESERVED_HEADERS:
                 raise _invalid(f"Subscription.channel.header may not set {name.strip()}: the gateway sets it.",
                                "Subscription.channel.header")
+        if rendered is not None:  # never a client's header (reserved above): the payload type the mapping renders
+            headers += (f"Content-Type: {rendered}",)
         heartbeat = (_extension(channel, HEARTBEAT_PERIOD) or {}).get("valueUnsignedInt", 0)
         timeout = (_extension(channel, TIMEOUT) or {}).get("valueUnsignedInt", 10)
         if not 1 <= timeout <= MAX_TIMEOUT_S:

@@ -54,8 +54,10 @@ class FhirServer:
         self.audit = AuditLog(store)
         self.topics = TopicCatalog.load(settings.profiles_dir / "subscription-topics")
         endpoints = EndpointPolicy(settings.notify_allowed_hosts, settings.notify_http_loopback)
+        # Mapping modules (entry points samverkan.mappings): $ingest, and the payload types they render.
+        self.mappings = MappingRegistry.load()
         self.events = EventRecorder(self.topics, self.registry, parser.local_base, self.access, endpoints,
-                                    settings.notify_max_subscriptions)
+                                    settings.notify_max_subscriptions, self.mappings.for_outbound)
         self.core = FhirCore(store, self.registry, parser, self.validator, self.conformance, self.access, self.audit,
                              self.events)
         self.core.max_json_depth = settings.max_json_depth
@@ -65,7 +67,8 @@ class FhirServer:
                                              settings.notify_retry_horizon,
                                              settings.notify_signing_key.encode() or None),
                             notify_sender or HttpSender(endpoints),
-                            ClientRegistry(settings.db_path) if settings.security != "off" else None)
+                            ClientRegistry(settings.db_path) if settings.security != "off" else None,
+                            self.mappings.for_outbound)
         self.subscriptions.delivery = delivery
         retention = settings.event_retention_days * 86400
         if settings.redis_url:
@@ -78,8 +81,7 @@ class FhirServer:
         self.search = SearchService(store, self.registry, parser, settings.search_snapshot_ttl, self.conformance,
                                     self.access, self.audit)
         self.bundles = BundleProcessor(self.core, self.search)
-        # Mapping modules (entry points samverkan.mappings) and the operations, $ingest among them.
-        self.mappings = MappingRegistry.load()
+        # The operations, $ingest among them.
         self.ingest = IngestService(self, self.mappings)
         self.operations = standard_operations(self)
         self._published = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
