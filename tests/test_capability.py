@@ -104,7 +104,7 @@ async def test_every_listed_interaction_works(client, capability):
         assert (await client.get(f"{FHIR}?_id=x")).status_code == 400
 
 
-READ_ONLY = {"StructureDefinition", "SearchParameter", "CodeSystem", "ValueSet"}  # served from profiles/
+READ_ONLY = {"StructureDefinition", "SearchParameter", "CodeSystem", "ValueSet", "ConceptMap"}  # served from profiles/
 
 
 async def test_every_resource_uses_the_same_claimed_interactions(capability):
@@ -119,6 +119,15 @@ async def test_conformance_resources_are_listed_read_only_and_refuse_writes(clie
         assert listed[rtype] == {"read", "vread", "search-type"}
         r = await client.post(f"{FHIR}/{rtype}", json={"resourceType": rtype}, headers=FHIR_JSON)
         assert r.status_code == 405 and "read-only" in r.text
+
+
+async def test_conceptmap_is_listed_with_translate_and_other_conformance_types_with_no_operation(capability):
+    listed = _resources(capability)
+    concept_map = listed["ConceptMap"]
+    assert concept_map["operation"] == [{**concept_map["operation"][0], "name": "translate",
+                                         "definition": "http://hl7.org/fhir/OperationDefinition/ConceptMap-translate"}]
+    assert {"url", "source-system", "target-system"} <= {p["name"] for p in concept_map["searchParam"]}
+    assert not any(listed[t].get("operation") for t in READ_ONLY - {"ConceptMap"})  # $validate: stored types only
 
 
 async def test_every_listed_search_parameter_is_accepted_with_a_value_of_its_type(client, capability):

@@ -47,6 +47,14 @@ async def test_api_docs_describes_every_type_interaction_and_search_parameter_of
     assert error == {"$ref": "#/components/schemas/OperationOutcome"}
 
 
+async def test_api_docs_describes_translate_at_type_level_get_and_post_and_at_instance_level(anon):
+    paths = (await anon.get(f"{FHIR}/api-docs")).json()["paths"]
+    assert {"get", "post"} <= set(paths["/ConceptMap/$translate"])
+    query = {p["name"] for p in paths["/ConceptMap/$translate"]["get"]["parameters"]}
+    assert {"url", "system", "code", "source", "target", "targetsystem", "reverse"} <= query
+    assert "get" in paths["/ConceptMap/{id}/$translate"]
+
+
 async def test_api_docs_names_the_bearer_scheme_and_the_token_endpoint(anon):
     doc = (await anon.get(f"{FHIR}/api-docs")).json()
     schemes = doc["components"]["securitySchemes"]

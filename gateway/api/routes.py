@@ -18,7 +18,6 @@ from gateway.errors import BadRequest, information_outcome
 from gateway.fhir.canonical import dumps, parse_json
 from gateway.fhir.interactions import WriteResult, parse_etag
 from gateway.fhir.server import FhirServer
-from gateway.operations.registry import FHIR_JSON as FHIR_JSON_TYPE
 from gateway.operations.registry import INSTANCE, SYSTEM, TYPE, OperationRequest
 
 
@@ -162,7 +161,7 @@ class FhirHandlers:
         level = INSTANCE if rid is not None else TYPE if rtype is not None else SYSTEM
         method = "GET" if request.method == "HEAD" else request.method
         operation = self.server.operations.find(op, level, rtype, method)
-        if FHIR_JSON_TYPE in operation.request_types:  # a FHIR operation answers FHIR JSON
+        if operation.answers_fhir:  # a FHIR operation answers FHIR JSON; $ingest the source's own format
             check_accept(request)
         body = await read_body(request, self.limit, frozenset(operation.request_types)) if method == "POST" else None
         call = OperationRequest(op, level, method, rtype, rid, _query(request), body,

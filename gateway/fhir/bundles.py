@@ -58,7 +58,8 @@ class Guard(Protocol):
     async def before(self, tx: Transaction) -> None: ...
 
     async def after(self, tx: Transaction, written: list[str]) -> None:
-        """``written``: "Type/id/_history/vid" of each resource the entries created or changed."""
+        """``written``: "Type/id/_history/vid" of each resource the entries created or changed (or a
+        conditional create matched), in the order of the Bundle's entries."""
 
 
 class BundleProcessor:
@@ -129,7 +130,9 @@ class BundleProcessor:
                         issue.diagnostics = f"{where}: {issue.diagnostics}"
                     raise
             if guard is not None:
-                await guard.after(tx, [o.body["location"] for o in results.values() if o.body and "location" in o.body])
+                # in the order of the entries (not of the writes): a mapping's reply pairs them with its entries
+                written = [results[e.index] for e in entries if e.index in results]
+                await guard.after(tx, [o.body["location"] for o in written if o.body and "location" in o.body])
         for e in entries:
             if e.method in ("GET", "HEAD"):
                 results[e.index] = await self._read_entry(e, ctx)

@@ -64,7 +64,13 @@ def capability_statement(registry: SearchRegistry, base_url: str, published: str
             "searchInclude": [],
             "searchRevInclude": [],
             "searchParam": [{"name": n, "type": "token" if n in ("_id", "status", "type", "base", "code")
-                             else "uri" if n == "url" else "string"} for n in SEARCH_PARAMS[rtype]],
+                             # source-uri/target-uri: R4 has them as references; here canonicals, matched exactly
+                             else "uri" if n in ("url", "source-system", "target-system", "source-uri", "target-uri")
+                             else "string"}
+                            for n in SEARCH_PARAMS[rtype]],
+            # only operations registered for the type by name ($translate): the others act on stored types
+            **({"operation": [op.capability() for op in operations.for_type(rtype) if op.types]}
+               if operations and any(op.types for op in operations.for_type(rtype)) else {}),
         })
     statement = {
         "resourceType": "CapabilityStatement",

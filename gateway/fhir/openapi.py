@@ -32,7 +32,9 @@ _OPERATIONS = {
     "validate": "Validate a resource as a write would (nothing is stored).",
     "status": "Backport IG: the status of subscriptions.",
     "events": "Backport IG: replay retained events of a subscription.",
+    "translate": "R4 $translate: a code through the ConceptMaps (Parameters: result, message, match).",
 }
+TRANSLATE_QUERY = ("url", "conceptMapVersion", "code", "system", "version", "source", "target", "targetsystem")
 
 
 def openapi_document(capability: dict, title: str = "Samverkan Gateway FHIR API") -> dict:
@@ -142,6 +144,14 @@ def _operation_paths(paths: dict, rtype: str, name: str, tag: list[str]) -> None
     if name == "status":
         _add(paths, f"/{rtype}/$status", "get", _op(f"status-{rtype}", summary, tag, [], ok=ok))
         _add(paths, f"/{rtype}/{{id}}/$status", "get", _op(f"status-instance-{rtype}", summary, tag, [_id()], ok=ok))
+    elif name == "translate":
+        query = [_query(n, {"type": "string"}, f"$translate {n}") for n in TRANSLATE_QUERY]
+        query.append(_query("reverse", {"type": "boolean"}, "$translate reverse"))
+        _add(paths, f"/{rtype}/$translate", "get", _op(f"translate-{rtype}", summary, tag, query, ok=ok))
+        _add(paths, f"/{rtype}/$translate", "post", _op(f"translate-post-{rtype}", summary, tag, [],
+                                                        body=_fhir_body(_ref("Resource")), ok=ok))
+        _add(paths, f"/{rtype}/{{id}}/$translate", "get", _op(f"translate-instance-{rtype}", summary, tag,
+                                                             [_id(), *query], ok=ok))
     elif name == "events":
         params = [_id(), _query("eventsSinceNumber", {"type": "integer", "minimum": 0}, "First event number."),
                   _query("eventsUntilNumber", {"type": "integer", "minimum": 0}, "Last event number.")]

@@ -32,6 +32,7 @@ from gateway.search.query import QueryParser
 from gateway.search.registry import SearchRegistry
 from gateway.settings import Settings
 from gateway.store import Store
+from gateway.terminology.conceptmaps import ConceptMaps
 from gateway.validation.validator import Validator, parse_required
 
 log = logging.getLogger("gateway.server")
@@ -48,6 +49,8 @@ class FhirServer:
                              settings.search_snapshot_limit, settings.base_url)
         self.validator = Validator.load(settings.profiles_dir, parse_required(settings.required_profiles))
         self.conformance = ConformanceLibrary.load(settings.profiles_dir, self.registry.definitions)
+        # One translation service for ConceptMap/$translate and the mappings (profiles/conceptmaps/).
+        self.conceptmaps = ConceptMaps(self.conformance.resources("ConceptMap"))
         # Who receives LUSEN notices is the operator's directory, kept beside the registered clients.
         self.directory = Directory(settings.db_path) if settings.security != "off" else None
         self.access = AccessPolicy(store, parser.local_base, self.directory.routes if self.directory else None)

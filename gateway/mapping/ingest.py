@@ -28,6 +28,7 @@ from gateway.mapping.interface import Mapping, MappingError, Outcome, Reply, Tra
 from gateway.mapping.registry import MappingRegistry
 from gateway.search.dates import now_us
 from gateway.store import Transaction
+from gateway.terminology.conceptmaps import ConceptMaps
 
 log = logging.getLogger("gateway.mapping")
 RETRIES = 3  # translations after a lost race
@@ -84,7 +85,8 @@ class IngestService:
         org = ctx.caller.organization if ctx.caller else ""
         for attempt in range(RETRIES + 1):
             try:
-                translation = await mapping.translate(message, _Lookup(self.server.search, ctx))
+                translation = await mapping.translate(message, _Lookup(self.server.search, ctx,
+                                                                           self.server.conceptmaps))
             except MappingError as exc:
                 return mapping.reply(message, None, Outcome(error=exc))
             if translation.bundle is None:
@@ -113,12 +115,14 @@ def _scoped(mapping: Mapping, organization: str, value: str | None) -> str | Non
 
 
 class _Lookup:
-    """Searches as the sending client: what it may not see, the mapping cannot see either."""
+    """Searches as the sending client: what it may not see, the mapping cannot see either. The
+    ConceptMaps are the gateway's own (``ConceptMap/$translate`` answers from the same service)."""
 
-    def __init__(self, search, ctx: RequestContext):
+    def __init__(self, search, ctx: RequestContext, conceptmaps: ConceptMaps):
         self.search_service = search
         self.ctx = ctx
         self.organization = ctx.caller.organization if ctx.caller else "gateway"
+        self.conceptmaps = conceptmaps
 
     async def search(self, rtype: str, query: str) -> list[dict]:
         body = parse_json(await self.search_service.search(rtype, parse_qsl(query, keep_blank_values=True),

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from gateway.terminology.conceptmaps import ConceptMaps
 
 
 class MappingError(Exception):
@@ -49,7 +52,7 @@ class Translation:
 class Outcome:
     """What became of a translated message."""
 
-    written: tuple[str, ...] = ()  # "Type/id/_history/vid" of each resource the write made
+    written: tuple[str, ...] = ()  # "Type/id/_history/vid" of each resource the write made, in entry order
     error: Exception | None = None  # a MappingError or a gateway FhirError (status, OperationOutcome)
     note: str = ""  # e.g. why nothing was written (an older message than the stored state)
 
@@ -68,6 +71,7 @@ class Reply:
 
 class Lookup(Protocol):
     organization: str  # the sending organisation's HSA-id (who the written resources belong to)
+    conceptmaps: ConceptMaps  # the gateway's ConceptMaps (profiles/conceptmaps/), as ConceptMap/$translate uses them
 
     async def search(self, rtype: str, query: str) -> list[dict]:
         """The resources a FHIR search (``Encounter?identifier=…``) finds for the sending client."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 from gateway.operations.ingest import ingest_operation
 from gateway.operations.registry import OperationRegistry
 from gateway.operations.subscription import subscription_operations
+from gateway.operations.translate import translate_operation
 from gateway.operations.validate import validate_operation
 
 
@@ -13,4 +14,5 @@ def standard_operations(server) -> OperationRegistry:
     for op in subscription_operations(server):
         registry.add(op)
     registry.add(ingest_operation(server))
+    registry.add(translate_operation(server))
     return registry

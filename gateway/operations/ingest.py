@@ -21,5 +21,6 @@ def ingest_operation(server) -> Operation:
     media = tuple(dict.fromkeys(t for info in infos for t in info.media_types))
     listed = "; ".join(f"{i.name} {i.version} ({', '.join(i.media_types)})" for i in infos) or "none"
     return Operation("ingest", DEFINITION, frozenset({SYSTEM}), handle, request_types=media, affects_state=True,
+                     answers_fhir=False,
                      documentation=f"A source message through a mapping module: ?mapping=<name>. Mappings: {listed}.",
                      parameters=(("mapping", "string", "The mapping: " + ", ".join(i.name for i in infos)),))

@@ -50,6 +50,7 @@ class Operation:
     affects_state: bool = False
     documentation: str = ""
     parameters: tuple[tuple[str, str, str], ...] = ()  # (name, JSON type, description) in the query
+    answers_fhir: bool = True  # its answer is FHIR JSON (Accept is checked); $ingest answers in the source's format
 
     def capability(self) -> dict:
         entry = {"name": self.name, "definition": self.definition}

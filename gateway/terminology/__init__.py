@@ -1,0 +1,1 @@
+"""Terminology services shared by operations and mapping modules (ConceptMaps: ``conceptmaps``)."""
