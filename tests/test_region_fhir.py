@@ -448,8 +448,6 @@ async def test_mangled_messages_never_get_a_server_error_and_every_error_is_an_o
         assert kind == ("Bundle" if r.status_code == 200 else "OperationOutcome"), r.text
 
 
-@pytest.mark.xfail(strict=True, reason="core bug, not the mapping's: validation lets a JSON number through as a "
-                                       "dateTime and search/extract.py fails on it (also for POST /fhir/Encounter)")
 async def test_a_number_where_a_date_belongs_is_a_4xx(client):
     body = message()
     entry(body, "Encounter")["period"]["start"] = -1

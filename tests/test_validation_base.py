@@ -47,3 +47,20 @@ def test_decimals_keep_their_exact_text_through_parse_and_dump():
     body = b'{"resourceType":"Observation","valueQuantity":{"value":1.50},"big":123456789012345678901234}'
     assert dumps(parse_json(body)) == body
     assert parse_json(body)["valueQuantity"]["value"] == Decimal("1.50")
+
+
+@pytest.mark.parametrize("body,path", [
+    ({"resourceType": "Patient", "active": "true"}, "Patient.active"),
+    ({"resourceType": "Patient", "active": 1}, "Patient.active"),
+    ({"resourceType": "Patient", "multipleBirthInteger": "3"}, "Patient.multipleBirthInteger"),
+    ({"resourceType": "Patient", "deceasedDateTime": 1.5}, "Patient.deceasedDateTime"),
+    ({"resourceType": "Encounter", "status": "planned", "class": {"code": "IMP"}, "period": {"start": -1}},
+     "Encounter.period.start"),
+    ({"resourceType": "Task", "status": "requested", "intent": "order", "authoredOn": 5}, "Task.authoredOn"),
+])
+async def test_fhir_json_primitive_types_are_not_coerced(client, body, path):
+    """FHIR JSON: booleans are true/false, integers and decimals numbers, everything else strings;
+    the models would coerce "true" to a boolean and a number to a dateTime (seconds since 1970)."""
+    r = await client.post(f"/fhir/{body['resourceType']}", json=body, headers={"Content-Type": "application/fhir+json"})
+    assert r.status_code == 422, r.text
+    assert path in [e for i in r.json()["issue"] for e in i.get("expression", [])]

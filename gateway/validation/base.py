@@ -5,6 +5,8 @@ same parsed dict, so a resource is parsed once per write.
 """
 from __future__ import annotations
 
+from datetime import date, datetime, time
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -76,7 +78,7 @@ def base_issues(resource: dict, rtype: str) -> list[Issue]:
         return [Issue("structure", "The resource is nested too deeply to be valid FHIR.", expression=[rtype])]
     model = _model(rtype)
     try:
-        model.model_validate(resource)
+        issues.extend(json_types(resource, model.model_validate(resource), rtype))
     except ValidationError as exc:
         issues.extend(_messages(exc, rtype))
         issues.extend(i for i in _missing_required(model, resource, rtype)
@@ -86,6 +88,56 @@ def base_issues(resource: dict, rtype: str) -> list[Issue]:
         issues.append(Issue("structure", f"{rtype}: {exc}", expression=[rtype]))
     issues.extend(check_required_bindings(resource, rtype))
     return issues
+
+
+@lru_cache(maxsize=None)
+def _fields(cls: type) -> dict[str, str]:
+    """JSON name → attribute name of a model class's elements."""
+    return {(f.alias or name): name for name, f in getattr(cls, "model_fields", {}).items()}
+
+
+def json_types(resource: dict, parsed: Any, rtype: str) -> list[Issue]:
+    """FHIR JSON's own primitive types, which the models coerce: a boolean is JSON true/false, an
+    integer or decimal a JSON number, everything else (dates and times included) a JSON string.
+    The models would read ``"true"`` as a boolean and a number as a dateTime (seconds since 1970),
+    storing a resource no other FHIR server reads the same way."""
+    issues: list[Issue] = []
+    stack = [(resource, parsed, rtype)]
+    while stack:
+        node, model, path = stack.pop()
+        if isinstance(node, dict):
+            names = _fields(type(model))
+            for key, value in node.items():
+                attr = names.get(key)
+                if attr is not None and not key.startswith("_"):
+                    stack.append((value, getattr(model, attr, None), f"{path}.{key}"))
+        elif isinstance(node, list):
+            if isinstance(model, list):
+                stack.extend((item, m, f"{path}[{i}]") for i, (item, m) in enumerate(zip(node, model)))
+        elif model is not None and node is not None:
+            wanted = _json_type(model)
+            if wanted is not None and not _is_json_type(node, wanted):
+                issues.append(Issue("value", f"{path}: must be a JSON {wanted} in FHIR JSON, not "
+                                             f"{type(node).__name__} {str(node)[:40]!r}", expression=[path]))
+    return issues
+
+
+def _json_type(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float, Decimal)):
+        return "number"
+    if isinstance(value, (str, datetime, date, time)):
+        return "string"
+    return None
+
+
+def _is_json_type(node: Any, wanted: str) -> bool:
+    if wanted == "boolean":
+        return isinstance(node, bool)
+    if wanted == "number":
+        return isinstance(node, (int, float, Decimal)) and not isinstance(node, bool)
+    return isinstance(node, str)
 
 
 def raise_if_errors(issues: list[Issue], rtype: str) -> None:
