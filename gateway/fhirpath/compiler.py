@@ -234,6 +234,17 @@ class Compiler:
         return self.infix(node, membership)
 
     def _UnionExpression(self, node: dict) -> Fn:
+        left, right = self.operands(node)
+        a, b = getattr(left, "constant", None), getattr(right, "constant", None)
+        if a is not None and b is not None:  # ('rejected' | 'cancelled' | …): deduped once, here
+            value = union(a + b)
+            if not self.tracks_this:
+                return _constant(value)
+
+            def folded(data: list, env: Env) -> list:
+                env.this = data
+                return value
+            return folded
         return self.infix(node, lambda a, b: union(a + b))
 
     def _AdditiveExpression(self, node: dict) -> Fn:
