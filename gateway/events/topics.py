@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import fhirpathpy
+from gateway import fhirpath
 
 _SD = "http://hl7.org/fhir/StructureDefinition/"
 
@@ -68,7 +68,7 @@ def parse_topic(resource: dict) -> Topic:
         expression = t.get("fhirPathCriteria")
         rtype = _type_of(t.get("resource"), f"{url} resourceTrigger[{i}]")
         try:  # fhirpathpy compiles lazily: a dry run on an empty change surfaces most errors at start
-            compiled = fhirpathpy.compile(expression, None) if expression else None
+            compiled = fhirpath.compile(expression, None) if expression else None
             if compiled is not None:
                 compiled({"resourceType": rtype}, {"previous": [], "current": {"resourceType": rtype}})
         except Exception as exc:  # fhirpathpy raises plain Exceptions (and KeyErrors) on bad expressions

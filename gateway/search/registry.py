@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import fhirpathpy
 from fhirpathpy.models import models
+
+from gateway import fhirpath
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ class SearchRegistry:
             part = re.sub(r"(^|\()\s*Resource\.", lambda m: f"{m.group(1)}{rtype}.", part)
             first = re.match(rf"^\(*\s*{rtype}\.([A-Za-z]+)", part)
             try:
-                evaluate = member_path(part, rtype, model) or fhirpathpy.compile(part, model)
+                evaluate = member_path(part, rtype, model) or fhirpath.compile(part, model)
                 _probe(evaluate, rtype, first.group(1) if first else None)
                 compiled.append(Extractor(param, evaluate, target, first.group(1) if first else None))
             except Exception as exc:  # a definition our engine cannot run: leave the parameter out

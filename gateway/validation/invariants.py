@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import fhirpathpy
 from fhirpathpy.models import models
 
+from gateway import fhirpath
 from gateway.errors import Issue
 from gateway.fhir.references import parse_reference
 from gateway.search.dates import date_range
@@ -87,7 +87,7 @@ def _fhirpath(expression: str) -> Callable[[Any, dict], bool]:
     """The invariant as a predicate. fhirpathpy evaluates both sides of ``or``; we evaluate the
     top-level alternatives one by one and stop at the first true one (``A or B`` is true exactly
     when one of them is), which makes ppc-2..5 and cpl-3 several times cheaper."""
-    alternatives = [fhirpathpy.compile(part, _MODEL) for part in top_level_alternatives(expression)]
+    alternatives = [fhirpath.compile(part, _MODEL) for part in top_level_alternatives(expression)]
 
     def holds(node: Any, resource: dict) -> bool:
         env = {"resource": resource, "rootResource": resource}

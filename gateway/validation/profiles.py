@@ -2,7 +2,7 @@
 
 The base resource is already checked by fhir.resources, so a profile only adds what its
 differential says: cardinality (also of slices), fixed and pattern values, required
-bindings to our ValueSets, allowed reference targets, and FHIRPath invariants (fhirpathpy).
+bindings to our ValueSets, allowed reference targets, and FHIRPath invariants (gateway.fhirpath).
 Each differential element becomes one compiled rule; a resource is checked by walking each
 rule's path through the JSON, remembering concrete paths (``CarePlan.activity[1].detail``)
 so every issue names the exact element.
@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import fhirpathpy
 from fhirpathpy.models import models
 
+from gateway import fhirpath
 from gateway.errors import Issue
 from gateway.fhir.references import parse_reference
 from gateway.validation.terminology import Terminology
@@ -115,7 +115,7 @@ def compile_profile(sd: dict) -> Profile:
             rule.closed = True
         for c in el.get("constraint", []):
             rule.invariants.append(Invariant(c["key"], c.get("severity", "error"), c.get("human", ""),
-                                             c["expression"], fhirpathpy.compile(c["expression"], _MODEL)))
+                                             c["expression"], fhirpath.compile(c["expression"], _MODEL)))
         rules[element_id] = rule
     for sliced in (r for r in rules.values() if r.closed):
         prefix = f"{sliced.element_id}:"
