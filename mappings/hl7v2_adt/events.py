@@ -45,10 +45,13 @@ class _Bundle:
         self.entries: list[dict] = []
 
     def save(self, resource: dict, found: dict | None, query: str) -> dict:
-        """Update what was found (If-Match: no lost update), else create it unless it appeared meanwhile."""
+        """Update what was found (If-Match: no lost update) unless the message changes nothing of
+        it (no new version, no notification), else create it unless it appeared meanwhile."""
         rtype = resource["resourceType"]
         if found is not None:
             resource["id"] = found["id"]
+            if _unchanged(resource, found):
+                return {"reference": f"{rtype}/{found['id']}"}
             self.entries.append({"resource": resource, "request": {
                 "method": "PUT", "url": f"{rtype}/{found['id']}", "ifMatch": f'W/"{found["meta"]["versionId"]}"'}})
             return {"reference": f"{rtype}/{found['id']}"}
@@ -64,6 +67,13 @@ class _Bundle:
         return {"resourceType": "Bundle", "type": "transaction", "entry": self.entries}
 
 
+def _unchanged(new: dict, stored: dict) -> bool:
+    def comparable(resource: dict) -> dict:
+        meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+        return {**resource, "meta": meta}
+    return comparable(new) == comparable(stored)
+
+
 async def translate(msg: V2Message, event: str, at: datetime, lookup: Lookup, key: str) -> Translation:
     org = lookup.organization
     source = SOURCE + org
@@ -71,11 +81,19 @@ async def translate(msg: V2Message, event: str, at: datetime, lookup: Lookup, ke
     patient, patient_query = await _find_patient(msg, "PID", 3, org, source, lookup)
     resource = patient_from(msg, org, patient)
     resource["meta"] = {**(resource.get("meta") or {}), "source": source}
+    prior = await _prior(msg, org, source, lookup, patient) if event == "A40" else None
+    if prior is not None:  # the survivor replaces the MRG-1 Patient; both keep what they hold
+        prior_ref = {"reference": f"Patient/{prior['id']}"}
+        resource["link"] = [lk for lk in resource.get("link") or [] if lk.get("other") != prior_ref] + \
+            [{"other": prior_ref, "type": "replaces"}]
     patient_ref = bundle.save(resource, patient, patient_query)
     targets = [patient_ref]
     subject = f"person:{patient_query}"
-    if event == "A40":
-        targets.append(await _merge(msg, org, source, lookup, bundle, patient_ref))
+    if prior is not None:
+        links = [lk for lk in prior.get("link") or [] if lk.get("type") != "replaced-by"]
+        bundle.save({**prior, "active": False, "link": links + [{"other": patient_ref, "type": "replaced-by"}]},
+                    prior, "")
+        targets.append({"reference": f"Patient/{prior['id']}"})
     elif event in STAY_EVENTS and msg.has("PV1") and msg.get("PV1", 19):
         visit = stay_identifier(msg, org)
         query = urlencode({"identifier": search_token(visit), "_source": source})
@@ -104,20 +122,14 @@ async def _find_patient(msg: V2Message, segment: str, field: int, org: str, sour
     return (found[0] if found else None), query
 
 
-async def _merge(msg: V2Message, org: str, source: str, lookup: Lookup, bundle: _Bundle, survivor: dict) -> dict:
-    """A40: the MRG-1 Patient is replaced by the survivor; both keep what they hold."""
+async def _prior(msg: V2Message, org: str, source: str, lookup: Lookup, survivor: dict | None) -> dict:
+    """A40: the Patient MRG-1 names, which the survivor (PID) replaces."""
     prior, _ = await _find_patient(msg, "MRG", 1, org, source, lookup)
     if prior is None:
         raise error("MRG-1 names no Patient this feed has sent: nothing to merge.", "204", Location("MRG", 1, 1))
-    if f"Patient/{prior['id']}" == survivor.get("reference"):
+    if survivor is not None and prior["id"] == survivor["id"]:
         raise error("MRG-1 names the same Patient as PID-3.", "205", Location("MRG", 1, 1))
-    links = [lk for lk in prior.get("link") or [] if lk.get("type") != "replaced-by"]
-    replaced = {**prior, "active": False, "link": links + [{"other": survivor, "type": "replaced-by"}]}
-    ref = bundle.save(replaced, prior, "")
-    patient_entry = bundle.entries[0]["resource"]
-    patient_entry["link"] = [lk for lk in patient_entry.get("link") or [] if lk.get("other") != ref] + \
-        [{"other": ref, "type": "replaces"}]
-    return ref
+    return prior
 
 
 def _provenance(msg: V2Message, event: str, at: datetime, org: str, key: str, targets: list[dict]) -> dict:
