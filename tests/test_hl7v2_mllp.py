@@ -105,3 +105,40 @@ async def test_mllp_writes_are_the_clients_and_logged(listener):
                              (REGION,)).fetchone()[0]
     assert authors == {REGION} and changes == 3  # Patient, Encounter, Provenance
     assert HOSPITAL  # the sending facility of the messages
+
+
+async def test_gateway_mllp_process_ingests_through_the_gateway_and_stops_on_sigterm(settings):
+    """The real command, as an operator runs it: ADT in, AA out, written to the store, clean stop."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    client_id, _, _ = register_client(settings.db_path, organization=REGION)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("GATEWAY_")}
+    process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "mllp", "--client-id", client_id, "--db",
+                                settings.db_path, "--port", str(port)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client = MllpClient("127.0.0.1", port, timeout=60)
+                await client.connect()
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+                await asyncio.sleep(0.05)
+        async with client:
+            assert fields(await client.send(adt("A01", control="PROC")))["MSA"][1:3] == ["AA", "PROC"]
+        process.send_signal(signal.SIGTERM)
+        out, err = await asyncio.to_thread(process.communicate, timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err
+    assert count(settings.db_path, "Encounter") == 1 and "191212121212" not in out + err

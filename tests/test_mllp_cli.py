@@ -64,10 +64,10 @@ def test_tls_needs_certificate_key_and_ca_together(db, tmp_path):
     assert result.exit_code == 2 and "all three" in result.output
 
 
-def test_until_the_ingest_service_exists_the_command_says_so(db):
+def test_an_unknown_mapping_stops_the_command_before_it_listens(db):
     client_id, _, _ = register_client(db)
-    result = invoke("--client-id", client_id, "--db", db)
-    assert result.exit_code == 1 and "ingest service" in result.output
+    result = invoke("--client-id", client_id, "--db", db, "--mapping", "no-such-mapping")
+    assert result.exit_code == 1 and "no-such-mapping" in result.output and "hl7v2-adt" in result.output
 
 
 def test_the_command_binds_loopback_by_default_with_the_settings_limits(db, monkeypatch):
