@@ -76,7 +76,7 @@ def mllp(
         raise typer.Exit(1) from None
 
 
-async def _serve(server: MllpServer, handler) -> None:
+async def _serve(server: MllpServer, handler: object) -> None:
     """Open what the handler needs (the store, the FHIR server), serve, close it after the last ACK."""
     opener = getattr(handler, "open", None)
     if opener is not None:
