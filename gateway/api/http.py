@@ -23,7 +23,7 @@ def fhir_response(body: bytes, status: int = 200, headers: dict | None = None) -
 
 
 def error_response(exc: FhirError) -> Response:
-    headers = None
+    headers = dict(exc.headers) or None
     if exc.status == 401:
         text = exc.issues[0].diagnostics if exc.issues else ""
         description = text.replace('"', "'").encode("ascii", "replace").decode()  # header values are latin-1
