@@ -58,7 +58,7 @@ def worker(db: Optional[str] = typer.Option(None, help="SQLite file of the store
         raise typer.Exit(2)
 
     async def run() -> None:
-        store = SqliteStore(settings.db_path, settings.sqlite_synchronous)
+        store = SqliteStore(settings.db_path, settings.sqlite_synchronous, settings.busy_timeout)
         await store.open()
         server = FhirServer(settings, store)
         await server.audit.start()  # deliveries are disclosures: they go to the access log
