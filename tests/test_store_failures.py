@@ -9,7 +9,8 @@ import shutil
 import sqlite3
 from dataclasses import replace
 
-from conftest import FHIR, FHIR_JSON, assert_outcome, create, patient, running_gateway, total
+from conftest import FHIR, FHIR_JSON, assert_outcome, create, patient, register_client, running_gateway, total
+from gateway.auth.keys import client_assertion
 from gateway.errors import InsufficientStorage
 from gateway.store.records import IndexRows, StoredResource
 from gateway.store.sqlite import SqliteStore
@@ -164,3 +165,32 @@ async def test_a_read_that_meets_a_locked_file_answers_503_with_retry_after(clie
         locked.close()
     assert (await client.get(f"{FHIR}/Patient/{p['id']}")).status_code == 200
 
+
+
+async def test_a_token_request_waits_for_another_process_s_lock_off_the_event_loop_and_answers_503_in_time(
+        settings):
+    """Issuing a token records the assertion's id (replay protection): a write, which may meet
+    another process's lock."""
+    settings = replace(settings, busy_timeout=1.0)
+    async with running_gateway(settings, authorised=False) as client:
+        client_id, pem, kid = register_client(settings.db_path)
+        form = {"grant_type": "client_credentials", "scope": "system/*.rs",
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": client_assertion(client_id, pem, f"{client.base_url}{FHIR}/auth/token", kid)}
+        asked = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        issuer = client.app.state.auth._issuer.registry._conn
+        issuer.set_trace_callback(lambda sql: sql.startswith("DELETE FROM auth_jti") and loop.call_soon_threadsafe(
+            asked.set))
+        other = hold_write_lock(settings.db_path)
+        try:
+            token = asyncio.create_task(client.post(f"{FHIR}/auth/token", data=form))
+            await asyncio.wait_for(asked.wait(), 10)  # the token endpoint waits for the file's write lock
+            assert (await client.get(f"{FHIR}/metadata")).status_code == 200
+            assert not token.done()
+            r = await asyncio.wait_for(token, 10)
+        finally:
+            issuer.set_trace_callback(None)
+            other.execute("ROLLBACK")
+            other.close()
+        assert (r.status_code, r.json()["error"], r.headers["retry-after"]) == (503, "temporarily_unavailable", "1")
