@@ -13,6 +13,7 @@ from starlette.responses import Response
 from gateway.api.http import (
     FORM_TYPES, PATCH_TYPES, check_accept, context, fhir_response, read_body, read_json, resource_headers,
 )
+from gateway.budget import LARGE_BODY
 from gateway.errors import BadRequest, NotFound, information_outcome
 from gateway.fhir.canonical import dumps, parse_json
 from gateway.fhir.interactions import WriteResult, parse_etag, unpack_validate_parameters
@@ -110,6 +111,7 @@ class FhirHandlers:
     async def read(self, request: Request, rtype: str, rid: str) -> Response:
         check_accept(request)
         stored = await self.core.read(rtype, rid, context(request, self.base_url))
+        await _hold(request, stored.body)
         headers = resource_headers(stored)
         none_match = request.headers.get("if-none-match")
         if none_match and _etag_matches(none_match, stored.vid):
@@ -177,7 +179,16 @@ class FhirHandlers:
     async def vread(self, request: Request, rtype: str, rid: str, vid: str) -> Response:
         check_accept(request)
         stored = await self.core.vread(rtype, rid, vid, context(request, self.base_url))
+        await _hold(request, stored.body)
         return fhir_response(stored.body, 200, resource_headers(stored))
+
+
+async def _hold(request: Request, body: bytes | None) -> None:
+    """A large resource read counts against the memory all requests may hold (gateway.budget)
+    until it has been sent; small ones are bounded by the number of connections."""
+    memory = request.scope.get("gateway.memory")
+    if memory is not None and body is not None and len(body) >= LARGE_BODY:
+        await memory.take(len(body))
 
 
 def _parameters(body: object) -> list[tuple[str, str]]:

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from gateway.access.audit import AuditLog
 from gateway.access.policy import AccessPolicy
 from gateway.auth.registry import ClientRegistry
+from gateway.budget import MemoryBudget
 from gateway.events.delivery import Delivery, DeliverySettings
 from gateway.events.engine import LocalEngine
 from gateway.events.recorder import EventRecorder
@@ -63,6 +64,9 @@ class FhirServer:
         self.events.connect(self.engine.wake)
         self.search = SearchService(store, self.registry, parser, settings.search_snapshot_ttl, self.conformance,
                                     self.access, self.audit)
+        self.search.max_page_bytes = settings.max_page_bytes
+        # Request bodies and response pages of all requests together (gateway.budget).
+        self.memory = MemoryBudget(settings.max_inflight_bytes, settings.busy_timeout)
         self.bundles = BundleProcessor(self.core, self.search)
         self._published = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         self._capability: dict[str, bytes] = {}

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
-from array import array
 from pathlib import Path
 
-from gateway.store.base import HistoryQuery, Snapshot, Store, Transaction, VersionConflict
+from gateway.store.base import HistoryQuery, Store, Transaction, VersionConflict
 from gateway.store.plan import SearchMatches, SearchPlan
 from gateway.store.records import AuditRecord, IndexRows, StoredResource
 from gateway.store.audit_writer import log_table
@@ -29,6 +27,7 @@ from gateway.store.sqlite_access import (
 )
 from gateway.store.sqlsearch import from_where, order_by
 from gateway.store.sqlite_errors import StoreConnection
+from gateway.store.sqlite_pages import PageReads, fitting
 from gateway.store.sqlite_writes import GroupCommit
 from gateway.store import sqlite_events as events
 
@@ -221,7 +220,7 @@ class SqliteTransaction(events.TransactionEvents, Transaction):
                              [(rkey, rtype, p, norm, raw) for p, norm, raw in index.strings])
 
 
-class SqliteStore(AuditTable, events.StoreEvents, Store):
+class SqliteStore(AuditTable, events.StoreEvents, PageReads, Store):
     def __init__(self, path: str, synchronous: str = "FULL", busy_timeout: float = 5.0):
         self._path = path
         self._synchronous = synchronous
@@ -339,7 +338,7 @@ class SqliteStore(AuditTable, events.StoreEvents, Store):
             args.append(param)
         return [r[0] for r in self._reader.execute(sql + " ORDER BY c.seq", args).fetchall()]
 
-    async def history(self, query: HistoryQuery) -> tuple[list[StoredResource], int]:
+    async def history(self, query: HistoryQuery) -> tuple[list[StoredResource], int, bool]:
         conds, args = [], []
         if query.rtype is not None:
             conds.append("v.rtype = ?")
@@ -363,25 +362,12 @@ class SqliteStore(AuditTable, events.StoreEvents, Store):
         if query.before_seq is not None:
             where += " AND v.seq < ?"
             args.append(query.before_seq)
+        limit, cut = query.limit, False
+        if query.max_bytes is not None:  # the sizes first: bodies only of the versions that fit
+            sizes = [r[0] or 0 for r in self._reader.execute(
+                f"SELECT length(v.body) FROM {source} WHERE {where} ORDER BY v.seq DESC LIMIT ?", [*args, limit])]
+            limit = fitting(sizes, query.max_bytes)
+            cut = limit < len(sizes)
         rows = self._reader.execute(f"{_VERSION_COLUMNS} WHERE {where} ORDER BY v.seq DESC LIMIT ?",
-                                    [*args, query.limit]).fetchall()
-        return [StoredResource(*r) for r in rows], total
-
-    async def save_snapshot(self, snapshot: Snapshot, ttl_seconds: int) -> None:
-        now = int(time.time())
-        async with self.transaction():
-            self._writer.execute("DELETE FROM search_snapshots WHERE expires < ?", (now,))
-            self._writer.execute(
-                "INSERT INTO search_snapshots VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (snapshot.snapshot_id, now + ttl_seconds, snapshot.rtype, snapshot.query, snapshot.total,
-                 array("q", snapshot.seqs).tobytes(), snapshot.owner))
-
-    async def load_snapshot(self, snapshot_id: str) -> Snapshot | None:
-        row = self._reader.execute(
-            "SELECT rtype, query, total, seqs, owner FROM search_snapshots WHERE id = ? AND expires >= ?",
-            (snapshot_id, int(time.time()))).fetchone()
-        if row is None:
-            return None
-        seqs = array("q")
-        seqs.frombytes(row[3])
-        return Snapshot(snapshot_id, row[0], row[1], row[2], seqs.tolist(), row[4])
+                                    [*args, limit]).fetchall()
+        return [StoredResource(*r) for r in rows], total, cut or len(rows) == query.limit
