@@ -32,6 +32,7 @@ def create_app(settings: Settings | None = None, notify_sender=None) -> FastAPI:
         finally:
             await server.engine.stop()
             await server.audit.stop()
+            server.offload.close()
             gate.close()
             await store.close()
 

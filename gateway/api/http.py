@@ -6,9 +6,11 @@ from email.utils import format_datetime
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.budget import LARGE_BODY
 from gateway.errors import FhirError, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 from gateway.fhir.canonical import dumps, parse_json
 from gateway.fhir.context import RequestContext
+from gateway.offload import Offload
 from gateway.store import StoredResource
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
@@ -114,8 +116,13 @@ async def read_body(request: Request, limit: int, allowed: frozenset[str]) -> by
     return b"".join(chunks)
 
 
-async def read_json(request: Request, limit: int) -> object:
-    return parse_json(await read_body(request, limit, JSON_TYPES))
+async def read_json(request: Request, limit: int, offload: Offload | None = None,
+                    allowed: frozenset[str] = JSON_TYPES) -> object:
+    """The body, parsed; a large one on the ``offload`` worker, so the event loop stays free."""
+    body = await read_body(request, limit, allowed)
+    if offload is not None and len(body) >= LARGE_BODY:
+        return await offload.run(parse_json, body)
+    return parse_json(body)
 
 
 def prefer(request: Request) -> dict[str, str]:

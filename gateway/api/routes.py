@@ -15,7 +15,7 @@ from gateway.api.http import (
 )
 from gateway.budget import LARGE_BODY
 from gateway.errors import BadRequest, NotFound, information_outcome
-from gateway.fhir.canonical import dumps, parse_json
+from gateway.fhir.canonical import dumps
 from gateway.fhir.interactions import WriteResult, parse_etag, unpack_validate_parameters
 from gateway.fhir.server import FhirServer
 
@@ -36,6 +36,7 @@ class FhirHandlers:
         self.search = server.search
         self.base_url = server.settings.base_url
         self.limit = server.settings.max_body_bytes
+        self.offload = server.offload  # large bodies are parsed on its worker
 
     def _write_response(self, request: Request, result: WriteResult) -> Response:
         stored = result.stored
@@ -65,7 +66,7 @@ class FhirHandlers:
 
     async def transaction_or_batch(self, request: Request) -> Response:
         check_accept(request)
-        data = await read_json(request, self.limit)
+        data = await read_json(request, self.limit, self.offload)
         return fhir_response(await self.server.bundles.process(data, context(request, self.base_url)))
 
     async def system_history(self, request: Request) -> Response:
@@ -89,7 +90,7 @@ class FhirHandlers:
 
     async def create(self, request: Request, rtype: str) -> Response:
         check_accept(request)
-        resource = await read_json(request, self.limit)
+        resource = await read_json(request, self.limit, self.offload)
         result = await self.core.create(rtype, resource, request.headers.get("if-none-exist"),
                                         context(request, self.base_url))
         return self._write_response(request, result)
@@ -99,7 +100,7 @@ class FhirHandlers:
         query = _raw_query(request)
         if not query:
             raise BadRequest("PUT to a type needs search criteria (conditional update) or an id in the URL.")
-        resource = await read_json(request, self.limit)
+        resource = await read_json(request, self.limit, self.offload)
         ctx = context(request, self.base_url)
         return self._write_response(request, await self.core.conditional_update(rtype, query, resource, ctx))
 
@@ -120,14 +121,14 @@ class FhirHandlers:
 
     async def update(self, request: Request, rtype: str, rid: str) -> Response:
         check_accept(request)
-        resource = await read_json(request, self.limit)
+        resource = await read_json(request, self.limit, self.offload)
         result = await self.core.update(rtype, rid, resource, request.headers.get("if-match"),
                                         context(request, self.base_url))
         return self._write_response(request, result)
 
     async def patch(self, request: Request, rtype: str, rid: str) -> Response:
         check_accept(request)
-        patch_doc = parse_json(await read_body(request, self.limit, PATCH_TYPES))
+        patch_doc = await read_json(request, self.limit, self.offload, PATCH_TYPES)
         result = await self.core.patch(rtype, rid, patch_doc, request.headers.get("if-match"),
                                        context(request, self.base_url))
         return self._write_response(request, result)
@@ -155,7 +156,7 @@ class FhirHandlers:
             return await self._subscription_operation(request, rid, op)
         if op != "validate":
             raise NotFound(f"Operation ${op} is not supported; /fhir/metadata lists the operations.")
-        body = await read_json(request, self.limit) if request.method == "POST" else None
+        body = await read_json(request, self.limit, self.offload) if request.method == "POST" else None
         mode = dict(_query(request)).get("mode")
         resource, mode = unpack_validate_parameters(body, mode)
         outcome = await self.core.validate(rtype, resource, mode, rid, context(request, self.base_url))
@@ -166,7 +167,7 @@ class FhirHandlers:
         in the query, or a Parameters body (POST)."""
         params = _query(request)
         if request.method == "POST":
-            body = await read_json(request, self.limit)
+            body = await read_json(request, self.limit, self.offload)
             params += _parameters(body)
         ctx = context(request, self.base_url)
         service = self.server.subscriptions

@@ -24,6 +24,7 @@ from gateway.fhir.canonical import canonical_resource, dumps, parse_json
 from gateway.fhir.conformance import CONFORMANCE_TYPES, ConformanceLibrary
 from gateway.fhir.context import RequestContext
 from gateway.fhir.types import SUPPORTED, is_valid_id, parse_uint
+from gateway.offload import Offload, large, large_body
 from gateway.search.dates import now_us
 from gateway.search.extract import index_resource
 from gateway.search.query import QueryParser
@@ -87,6 +88,8 @@ def unpack_validate_parameters(body: object, mode: str | None) -> tuple[object, 
 
 
 class FhirCore:
+    offload: Offload | None = None  # large requests validate on its worker, not the event loop (FhirServer)
+
     def __init__(self, store: Store, registry: SearchRegistry, parser: QueryParser, validator: Validator,
                  conformance: ConformanceLibrary | None = None, access: AccessPolicy | None = None,
                  audit: AuditLog | None = None, events: EventRecorder | None = None):
@@ -162,7 +165,7 @@ class FhirCore:
         elif mode == "create" and resource.get("id") is not None:
             issues.append(Issue("informational", f"{rtype}.id is ignored on create; the server assigns the id.",
                                 severity="information", expression=[f"{rtype}.id"]))
-        issues += self.validator.issues(resource, rtype)
+        issues += await self._off_loop(large(ctx), self.validator.issues, resource, rtype)
         if not issues:
             return information_outcome(f"{rtype} is valid.")
         return operation_outcome(issues)
@@ -173,7 +176,7 @@ class FhirCore:
         check_type(rtype)
         self.access.check_scope(ctx, rtype, "c")
         self._check_body(rtype, resource)
-        prepared = self.prepare(rtype, resource)
+        prepared = await self._off_loop(large(ctx), self.prepare, rtype, resource)
         async with self.store.transaction() as tx:
             return await self.create_in(tx, rtype, resource, if_none_exist, prepared=prepared, ctx=ctx)
 
@@ -181,7 +184,7 @@ class FhirCore:
                      ctx: RequestContext | None = None) -> WriteResult:
         self._check_update(rtype, rid, resource)
         self.access.check_scope(ctx, rtype, "u")
-        prepared = self.prepare(rtype, resource)
+        prepared = await self._off_loop(large(ctx), self.prepare, rtype, resource)
         async with self.store.transaction() as tx:
             return await self.update_in(tx, rtype, rid, resource, if_match, prepared=prepared, ctx=ctx)
 
@@ -190,7 +193,7 @@ class FhirCore:
         check_type(rtype)
         self.access.check_scope(ctx, rtype, "u")
         self._check_body(rtype, resource)
-        prepared = self.prepare(rtype, resource)
+        prepared = await self._off_loop(large(ctx), self.prepare, rtype, resource)
         async with self.store.transaction() as tx:
             return await self.conditional_update_in(tx, rtype, query, resource, prepared=prepared, ctx=ctx)
 
@@ -200,7 +203,8 @@ class FhirCore:
         self.access.check_scope(ctx, rtype, "u")
         base = await self.store.read(rtype, rid)  # apply and validate before taking the write lock
         visible = base is not None and not base.deleted and await self.access.can_see(ctx, base)
-        ahead = self._apply_patch(rtype, rid, base, patch) if visible else None
+        heavy = large(ctx) or large_body(base)  # a small patch to a large resource is as much work
+        ahead = await self._off_loop(heavy, self._apply_patch, rtype, rid, base, patch) if visible else None
         async with self.store.transaction() as tx:
             return await self.patch_in(tx, rtype, rid, patch, if_match, ahead=ahead, ctx=ctx)
 
@@ -387,11 +391,18 @@ class FhirCore:
         self.validator.validate(canonical, rtype)  # what we store is what we validate
         return Prepared(canonical, index_resource(self.registry, rtype, canonical, self.parser.local_base))
 
+    async def _off_loop(self, heavy: bool, fn, *args):
+        """``fn(*args)`` — validation, preparing — on the offload worker if ``heavy`` (the request's
+        body is large: ``gateway.offload``), else right here."""
+        if heavy and self.offload is not None:
+            return await self.offload.run(fn, *args)
+        return fn(*args)
+
     async def _put(self, tx: Transaction, rtype: str, rid: str, resource: dict, vid: int,
                    prepared: Prepared | None = None, ctx: RequestContext | None = None,
                    previous: StoredResource | None = None, interaction: str | None = None,
                    server: bool = False) -> StoredResource:
-        prepared = prepared or self.prepare(rtype, resource)
+        prepared = prepared or await self._off_loop(large(ctx), self.prepare, rtype, resource)
         now = self._now()
         canonical = prepared.canonical
         canonical["id"] = rid

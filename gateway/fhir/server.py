@@ -10,6 +10,7 @@ from gateway.access.audit import AuditLog
 from gateway.access.policy import AccessPolicy
 from gateway.auth.registry import ClientRegistry
 from gateway.budget import MemoryBudget
+from gateway.offload import Offload
 from gateway.events.delivery import Delivery, DeliverySettings
 from gateway.events.engine import LocalEngine
 from gateway.events.recorder import EventRecorder
@@ -47,6 +48,7 @@ class FhirServer:
                                     settings.notify_max_subscriptions)
         self.core = FhirCore(store, self.registry, parser, self.validator, self.conformance, self.access, self.audit,
                              self.events)
+        self.offload = self.core.offload = Offload()  # large bodies parse and validate off the event loop
         self.subscriptions = SubscriptionService(self.core)
         delivery = Delivery(store, self.access, self.audit, self.subscriptions.set_status, settings.public_base,
                             DeliverySettings(settings.notify_retry_base, settings.notify_retry_max,

@@ -1,0 +1,89 @@
+"""Large bodies do not stall everyone: a body of 64 KiB or more is parsed and validated off the
+event loop, so other requests are answered meanwhile (speed: bench/robustness_bench.py)."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+
+import pytest
+
+from conftest import FHIR, FHIR_JSON, PATCH_JSON, create, patient
+
+KB = 1024
+
+
+def large_patient(family: str = "Storsson") -> dict:
+    return patient(family=family, address=[{"line": [f"Storgatan {i}"], "city": "Halmstad"} for i in range(2000)])
+
+
+class HeldValidation:
+    """Validation of large Patients waits until the test lets it go, and tells when it started."""
+
+    def __init__(self, validator):
+        self.started, self.go_on, self.finished = threading.Event(), threading.Event(), threading.Event()
+        self.validator, self.original = validator, validator.validate
+
+    def __enter__(self):
+        def validate(resource, rtype):
+            if rtype == "Patient" and len(resource.get("address", ())) > 100:
+                self.started.set()
+                self.go_on.wait(20)  # on the event loop this would freeze every request
+                self.finished.set()
+            return self.original(resource, rtype)
+        self.validator.validate = validate
+        return self
+
+    def __exit__(self, *exc):
+        self.go_on.set()
+        self.validator.validate = self.original
+
+
+async def _answered_while_validating(client, request) -> object:
+    with HeldValidation(client.app.state.fhir.validator) as held:
+        write = asyncio.create_task(request)
+        await asyncio.to_thread(held.started.wait, 20)
+        assert held.started.is_set(), "validation never started"
+        probe = await asyncio.wait_for(client.get(f"{FHIR}/metadata"), 10)
+        assert probe.status_code == 200
+        assert not held.finished.is_set()  # answered while the large body was still being validated
+        held.go_on.set()
+        return await asyncio.wait_for(write, 30)
+
+
+async def test_a_large_create_is_validated_off_the_event_loop(client):
+    r = await _answered_while_validating(client, client.post(f"{FHIR}/Patient", json=large_patient(),
+                                                             headers=FHIR_JSON))
+    assert r.status_code == 201, r.text
+
+
+async def test_a_large_update_and_patch_are_validated_off_the_event_loop(client):
+    p = await create(client, large_patient())
+    r = await _answered_while_validating(client, client.put(f"{FHIR}/Patient/{p['id']}", json={**p, "active": True},
+                                                            headers=FHIR_JSON))
+    assert r.status_code == 200, r.text
+    r = await _answered_while_validating(client, client.patch(
+        f"{FHIR}/Patient/{p['id']}", json=[{"op": "replace", "path": "/active", "value": False}], headers=PATCH_JSON))
+    assert r.status_code == 200 and r.json()["active"] is False, r.text
+
+
+async def test_the_entries_of_a_large_transaction_are_validated_off_the_event_loop(client):
+    bundle = {"resourceType": "Bundle", "type": "transaction",
+              "entry": [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": large_patient(),
+                         "request": {"method": "POST", "url": "Patient"}}]}
+    r = await _answered_while_validating(client, client.post(FHIR, json=bundle, headers=FHIR_JSON))
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("size_kb", [1, 200])
+async def test_small_and_large_bodies_give_the_same_answers(client, size_kb):
+    """Where the work runs changes nothing a client sees: the same 201, the same 422."""
+    good = patient(text={"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">'
+                         + "x" * size_kb * KB + "</div>"})
+    assert (await client.post(f"{FHIR}/Patient", json=good, headers=FHIR_JSON)).status_code == 201
+    bad = {**good, "gender": "neither"}
+    r = await client.post(f"{FHIR}/Patient", json=bad, headers=FHIR_JSON)
+    assert r.status_code == 422 and "Patient.gender" in r.text
+    r = await client.post(f"{FHIR}/Patient", content=b'{"resourceType": "Patient", "x": ' + b" " * size_kb * KB,
+                          headers=FHIR_JSON)
+    assert r.status_code == 400 and "JSON" in r.text
