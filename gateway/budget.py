@@ -94,6 +94,7 @@ class Reservation:
         self.held = 0
         self.carried = 0
         self.body_bytes = 0
+        self._callbacks: list = []
 
     async def take(self, size: int) -> None:
         if self.budget is None:
@@ -141,7 +142,14 @@ class Reservation:
             self.budget.release(self.held - mark[1])
         self.held = min(self.held, mark[1])
 
+    def on_release(self, callback) -> None:
+        """Call ``callback`` when the request is done (its response sent)."""
+        self._callbacks.append(callback)
+
     def release(self) -> None:
         if self.budget is not None and self.held:
             self.budget.release(self.held)
         self.held = 0
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()

@@ -3,6 +3,7 @@
 (register backend services), ``token`` (a developer's access token), ``profiles``."""
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Optional
 
@@ -35,9 +36,13 @@ def serve(
                                                   base_url=base_url.rstrip("/") if base_url else None)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     typer.echo(f"Samverkan Gateway: FHIR base http://{settings.host}:{settings.port}/fhir, store {settings.db_path}")
+    app = create_app(settings)
+    # What is loaded by now (models, profiles, SearchParameters: ~90k objects) lives as long as the
+    # process: keep it out of the garbage collector's full collections, which hold the GIL and
+    # so stall the event loop for as long as they walk (gateway/offload.py).
+    gc.freeze()
     # Access logs are off: request lines carry search parameters such as personnummer.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, access_log=False,
-                log_level=settings.log_level.lower())
+    uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_level=settings.log_level.lower())
 
 
 @cli.command()

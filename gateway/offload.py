@@ -7,13 +7,19 @@ each (seconds for a body of many small elements), and everything else waited.
 
 Requests whose body is ``LARGE_BODY`` (64 KiB) or more now parse and prepare on a worker
 thread. Smaller ones (almost all: a Task is ~2 KB and prepares in about a millisecond) stay on
-the loop, where a hop to a thread would cost more than it saves. There is **one** worker:
+the loop, where a hop to a thread would cost more than it saves. There is **one** worker, and
+``ADMITTED`` large requests at a time get past reading their body (``admit``); the others wait
+in line holding only their bytes:
 
 - the work is pure Python and holds the GIL, so more threads would not add throughput on two
   cores, only make the loop wait longer for its turn; with one, the loop gets the GIL back
   within the interpreter's switch interval (5 ms) whenever it has work;
-- large bodies are then expanded (parsed, validated) one at a time, which bounds their memory
-  beyond what ``gateway.budget`` counts for them; the others wait in line as bytes.
+- a parsed large body is a big graph of objects the garbage collector walks at every full
+  collection, which holds the GIL: with eight such bodies parsed and waiting, collections
+  took 80-200 ms (measured) and stalled the loop as much. Bytes are not walked; so only the
+  admitted requests hold their body parsed;
+- large bodies are then expanded (parsed, validated) a few at a time, which bounds their
+  memory beyond what ``gateway.budget`` counts for them.
 
 Thread safety: the worker runs ``FhirCore.prepare`` (and ``parse_json``, ``Validator.issues``)
 while the loop runs the same for small bodies. They share only read-only state — compiled
@@ -29,12 +35,28 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from gateway.budget import LARGE_BODY
+from gateway.budget import LARGE_BODY, Reservation
+from gateway.errors import ServiceUnavailable
+
+ADMITTED = 2  # large requests past their body at a time: one prepares while the other is written
 
 
 class Offload:
-    def __init__(self) -> None:
+    def __init__(self, wait_seconds: float = 5.0) -> None:
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="large-body")
+        self._admitted = asyncio.Semaphore(ADMITTED)
+        self.wait_seconds = wait_seconds
+
+    async def admit(self, memory: Reservation) -> None:
+        """Let a request with a large body go on (parse, validate, write), in turn; it leaves when
+        ``memory`` is released (its response sent). 503 if its turn does not come in time."""
+        try:
+            async with asyncio.timeout(self.wait_seconds):
+                await self._admitted.acquire()
+        except TimeoutError:
+            raise ServiceUnavailable("The server is processing as many large request bodies as it can; retry in a "
+                                     "moment.", retry_after=2, code="throttled") from None
+        memory.on_release(self._admitted.release)
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` on the worker; cancelling the caller drops it if it has not started."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from dataclasses import replace
 
 import pytest
 
-from conftest import FHIR, FHIR_JSON, PATCH_JSON, create, patient
+from conftest import FHIR, FHIR_JSON, PATCH_JSON, assert_outcome, create, patient, running_gateway
+from gateway.offload import ADMITTED
 
 KB = 1024
 
@@ -87,3 +89,22 @@ async def test_small_and_large_bodies_give_the_same_answers(client, size_kb):
     r = await client.post(f"{FHIR}/Patient", content=b'{"resourceType": "Patient", "x": ' + b" " * size_kb * KB,
                           headers=FHIR_JSON)
     assert r.status_code == 400 and "JSON" in r.text
+
+
+async def test_large_bodies_are_taken_in_a_few_at_a_time_and_one_not_taken_in_time_is_503(settings):
+    """Parsed large bodies are what the garbage collector walks (and the loop waits for): only
+    ADMITTED requests at a time get past reading theirs; the others wait as bytes, for at most
+    GATEWAY_BUSY_TIMEOUT."""
+    async with running_gateway(replace(settings, busy_timeout=0.5)) as client:
+        with HeldValidation(client.app.state.fhir.validator) as held:
+            admitted = [asyncio.create_task(client.post(f"{FHIR}/Patient", json=large_patient(), headers=FHIR_JSON))
+                        for _ in range(ADMITTED)]
+            await asyncio.to_thread(held.started.wait, 20)
+            r = await client.post(f"{FHIR}/Patient", json=large_patient(), headers=FHIR_JSON)
+            assert_outcome(r, 503, "large request bodies")
+            assert r.headers["retry-after"].isdigit()
+            small = await client.post(f"{FHIR}/Patient", json=patient(), headers=FHIR_JSON)
+            assert small.status_code == 201  # small bodies do not queue behind large ones
+            held.go_on.set()
+            assert [(await asyncio.wait_for(t, 30)).status_code for t in admitted] == [201] * ADMITTED
+        assert (await client.post(f"{FHIR}/Patient", json=large_patient(), headers=FHIR_JSON)).status_code == 201

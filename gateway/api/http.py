@@ -113,6 +113,9 @@ async def read_body(request: Request, limit: int, allowed: frozenset[str]) -> by
         if memory is not None and not known:  # chunked: taken as it arrives
             await memory.take_body(len(chunk))
         chunks.append(chunk)
+    offload = request.scope.get("gateway.offload")
+    if size >= LARGE_BODY and memory is not None and offload is not None:
+        await offload.admit(memory)  # large bodies are parsed and validated a few at a time
     return b"".join(chunks)
 
 

@@ -82,6 +82,7 @@ class FhirRouter:
         self.audit = handlers.server.audit
         self.base_url = handlers.base_url
         self.memory = handlers.server.memory
+        self.offload = handlers.server.offload
         self.max_page_bytes = handlers.server.settings.max_page_bytes
         h = handlers
         self.table = {
@@ -102,6 +103,7 @@ class FhirRouter:
         request = Request(scope, receive)
         # What this request holds in memory (its body, its response's pages), until it is sent.
         memory = scope["gateway.memory"] = self.memory.reservation(self.max_page_bytes)
+        scope["gateway.offload"] = self.offload
         try:
             try:
                 response = await self._dispatch(request, scope)

@@ -48,7 +48,7 @@ class FhirServer:
                                     settings.notify_max_subscriptions)
         self.core = FhirCore(store, self.registry, parser, self.validator, self.conformance, self.access, self.audit,
                              self.events)
-        self.offload = self.core.offload = Offload()  # large bodies parse and validate off the event loop
+        self.offload = self.core.offload = Offload(settings.busy_timeout)  # large bodies: off the event loop
         self.subscriptions = SubscriptionService(self.core)
         delivery = Delivery(store, self.access, self.audit, self.subscriptions.set_status, settings.public_base,
                             DeliverySettings(settings.notify_retry_base, settings.notify_retry_max,
