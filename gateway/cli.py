@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 from typing import Optional
 
 import typer
@@ -37,12 +38,25 @@ def serve(
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     typer.echo(f"Samverkan Gateway: FHIR base http://{settings.host}:{settings.port}/fhir, store {settings.db_path}")
     app = create_app(settings)
-    # What is loaded by now (models, profiles, SearchParameters: ~90k objects) lives as long as the
-    # process: keep it out of the garbage collector's full collections, which hold the GIL and
-    # so stall the event loop for as long as they walk (gateway/offload.py).
-    gc.freeze()
+    tune_for_event_loop()
     # Access logs are off: request lines carry search parameters such as personnummer.
     uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_level=settings.log_level.lower())
+
+
+def tune_for_event_loop() -> None:
+    """Keep the event loop's waits for the GIL short while worker threads (large bodies, large
+    page reads, commits) run Python beside it. Measured on 2 cores with 8 uploads of 9.5 MB and
+    16 readers of 9.5 MB pages at once: probe p99 170 ms → 46 ms (bench/README.md).
+
+    - What is loaded by now (models, profiles, SearchParameters: ~90k objects) lives as long as
+      the process: frozen, it is left out of the garbage collector's full collections, which hold
+      the GIL for as long as they walk.
+    - A thread that wants the GIL waits for the switch interval before the holder is asked to
+      give it up: 5 ms by default. The loop gives up the GIL at every SQLite statement and must
+      wait that long to go on whenever a worker thread runs Python; 1 ms keeps that cheap.
+    """
+    gc.freeze()
+    sys.setswitchinterval(0.001)
 
 
 @cli.command()

@@ -33,6 +33,7 @@ from gateway.store import Store, StoredResource
 from gateway.store.base import HistoryQuery, Snapshot
 
 _MANDATORY = ("resourceType", "id", "meta")
+LARGE_READ = 1024 * 1024  # a page's bodies this large together are read off the event loop (store.read_large)
 _SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
 
 
@@ -140,7 +141,8 @@ class SearchService:
                             ctx: RequestContext, memory: Reservation) -> list:
         await memory.carry(sizes)  # before reading: may wait for memory (or 503)
         # Pages of a snapshot are read later: what the caller may no longer see is left out.
-        matches = await self.access.visible(ctx, await self.store.read_seqs(seqs), lusen=True)
+        read = self.store.read_large if sum(sizes) >= LARGE_READ else self.store.read_seqs
+        matches = await self.access.visible(ctx, await read(seqs), lusen=True)
         included = [r for r in await self._included(rtype, req, matches, ctx, memory)
                     if self.access.may_read_type(ctx, r.rtype)]
         matches, included = await self.access.release(ctx, matches), await self.access.release(ctx, included)
@@ -192,11 +194,11 @@ class SearchService:
     async def _reverse(self, inc: Include, targets: list[StoredResource], memory: Reservation) -> list[StoredResource]:
         keys = [(r.rtype, r.rid) for r in targets if inc.target_type in (None, r.rtype)]
         seqs = await self.store.referencing(inc.source_type, inc.param, keys)
-        await self._carry_included(memory, len(seqs), lambda: self.store.body_sizes(seqs))
-        return await self.store.read_seqs(seqs)
+        sizes = await self._carry_included(memory, len(seqs), lambda: self.store.body_sizes(seqs))
+        return await (self.store.read_large if sum(sizes) >= LARGE_READ else self.store.read_seqs)(seqs)
 
     @staticmethod
-    async def _carry_included(memory: Reservation, count: int, sizes) -> None:
+    async def _carry_included(memory: Reservation, count: int, sizes) -> list[int]:
         """Count included resources into the page before reading them; _PageFull if they do not fit."""
         if count * ENTRY_OVERHEAD > memory.room():  # too many to even ask for their sizes
             raise _PageFull
@@ -204,6 +206,7 @@ class SearchService:
         if sum(found) + ENTRY_OVERHEAD * len(found) > memory.room():
             raise _PageFull
         await memory.carry(found)
+        return found
 
     async def history(self, rtype: str | None, rid: str | None, params: list[tuple[str, str]],
                       ctx: RequestContext) -> Pieces:

@@ -196,6 +196,11 @@ class Store(Reader):
         whether more may follow (the page is ``limit`` long, or was ended by ``max_bytes``)."""
 
     @abstractmethod
+    async def read_large(self, seqs: list[int]) -> list[StoredResource]:
+        """``read_seqs`` of versions known (``body_sizes``) to be large together: read without
+        holding up the event loop."""
+
+    @abstractmethod
     async def body_sizes(self, seqs: list[int]) -> dict[int, int]:
         """The stored size of each version's body (0 for a deletion), read without the bodies:
         a page is fitted to its byte bound before anything large is read."""

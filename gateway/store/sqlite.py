@@ -4,16 +4,19 @@ Two connections: a writer used only inside ``transaction()`` (group commit, seri
 asyncio lock and ``BEGIN IMMEDIATE``, so another process on the same file also waits its turn:
 ``sqlite_writes.py``) and a reader in autocommit mode that sees only committed data. Statements
 run inline on the event loop: a primary-key read is tens of microseconds, cheaper than a hop to
-a thread. Neither connection waits on the loop for another process's lock: the writer polls for
-it asynchronously, and a reader (which in WAL mode meets a lock only while another process
-recovers the WAL after a crash, or holds the file exclusively) waits at most
-``READER_BUSY_MS``. Failures a client should hear about (full disk, busy file) are raised as
+a thread. Pages whose bodies are large together (a 10 MB resource takes 10-20 ms to read) are
+read by a third connection on a thread of its own (``read_large``): SQLite lets go of the GIL
+while it reads, so the loop goes on serving meanwhile. No connection waits on the loop for
+another process's lock: the writer polls for it asynchronously, and the reader (which in WAL
+mode meets a lock only while another process recovers the WAL after a crash, or holds the file
+exclusively) waits at most ``READER_BUSY_MS``. Failures a client should hear about (full disk, busy file) are raised as
 their ``FhirError`` by the connections themselves (``sqlite_errors.py``).
 """
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gateway.store.base import HistoryQuery, Store, Transaction, VersionConflict
@@ -32,6 +35,7 @@ from gateway.store.sqlite_writes import GroupCommit
 from gateway.store import sqlite_events as events
 
 READER_BUSY_MS = 20  # the most a read may hold up the event loop waiting for a lock (then 503)
+LARGE_READ = 1024 * 1024  # bodies of pages this large together are read on the bulk thread
 SCHEMA_VERSION = 4  # 2: res_access, access_grants (organisation access); 3: notice_access (LUSEN); 4: subscriptions
 
 
@@ -126,6 +130,10 @@ def _search(conn: sqlite3.Connection, plan: SearchPlan) -> SearchMatches:
     if total > plan.limit:
         total = conn.execute(f"SELECT COUNT(*) {source}", args).fetchone()[0]
     return SearchMatches(seqs, total)
+
+
+def _fetch_all(conn: sqlite3.Connection, sql: str, args: list) -> list[tuple]:
+    return conn.execute(sql, args).fetchall()
 
 
 def _read_seqs(conn: sqlite3.Connection, seqs: list[int]) -> list[StoredResource]:
@@ -228,6 +236,8 @@ class SqliteStore(AuditTable, events.StoreEvents, PageReads, Store):
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._writes: GroupCommit | None = None
+        self._bulk: sqlite3.Connection | None = None  # used only on _bulk_thread
+        self._bulk_thread: ThreadPoolExecutor | None = None
         self._audit_proc: asyncio.subprocess.Process | None = None  # started with the first batch
         self._audit_lock = asyncio.Lock()
 
@@ -254,6 +264,8 @@ class SqliteStore(AuditTable, events.StoreEvents, PageReads, Store):
         self._writer.execute("PRAGMA busy_timeout = 0")  # GroupCommit polls for the lock instead
         self._reader.execute(f"PRAGMA busy_timeout = {READER_BUSY_MS}")
         self._writes = GroupCommit(self._writer, self._busy_timeout)
+        self._bulk = self._connect()
+        self._bulk_thread = ThreadPoolExecutor(1, thread_name_prefix="store-bulk-read")
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Create the schema, or refuse a file whose schema this code does not know."""
@@ -274,10 +286,12 @@ class SqliteStore(AuditTable, events.StoreEvents, PageReads, Store):
     async def close(self) -> None:
         async with self._audit_lock:  # a batch still with the writer process finishes first
             await self._stop_audit_writer()
-        for conn in (self._reader, self._writer):
+        if self._bulk_thread is not None:
+            self._bulk_thread.shutdown(wait=True)
+        for conn in (self._reader, self._writer, self._bulk):
             if conn is not None:
                 conn.close()
-        self._reader = self._writer = None
+        self._reader = self._writer = self._bulk = None
 
     def transaction(self):
         """Group commit (``sqlite_writes.GroupCommit``): writers queued behind each other share
@@ -310,6 +324,13 @@ class SqliteStore(AuditTable, events.StoreEvents, PageReads, Store):
 
     async def read_seqs(self, seqs: list[int]) -> list[StoredResource]:
         return _read_seqs(self._reader, seqs)
+
+    async def read_large(self, seqs: list[int]) -> list[StoredResource]:
+        return await self._read_off_loop(_read_seqs, seqs)
+
+    async def _read_off_loop(self, fn, *args):
+        """``fn(bulk connection, *args)`` on the bulk thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._bulk_thread, fn, self._bulk, *args)
 
     async def read_many(self, keys: list[tuple[str, str]]) -> list[StoredResource]:
         found = [await self.read(t, i) for t, i in dict.fromkeys(keys)]
@@ -362,12 +383,12 @@ class SqliteStore(AuditTable, events.StoreEvents, PageReads, Store):
         if query.before_seq is not None:
             where += " AND v.seq < ?"
             args.append(query.before_seq)
-        limit, cut = query.limit, False
+        limit, cut, large = query.limit, False, False
         if query.max_bytes is not None:  # the sizes first: bodies only of the versions that fit
             sizes = [r[0] or 0 for r in self._reader.execute(
                 f"SELECT length(v.body) FROM {source} WHERE {where} ORDER BY v.seq DESC LIMIT ?", [*args, limit])]
             limit = fitting(sizes, query.max_bytes)
-            cut = limit < len(sizes)
-        rows = self._reader.execute(f"{_VERSION_COLUMNS} WHERE {where} ORDER BY v.seq DESC LIMIT ?",
-                                    [*args, limit]).fetchall()
+            cut, large = limit < len(sizes), sum(sizes[:limit]) >= LARGE_READ
+        page = (f"{_VERSION_COLUMNS} WHERE {where} ORDER BY v.seq DESC LIMIT ?", [*args, limit])
+        rows = await self._read_off_loop(_fetch_all, *page) if large else self._reader.execute(*page).fetchall()
         return [StoredResource(*r) for r in rows], total, cut or len(rows) == query.limit
