@@ -52,9 +52,9 @@ class MemoryBudget:
         self._waiting.append(entry)
         try:
             async with asyncio.timeout(self.wait_seconds):
-                await granted
+                await asyncio.shield(granted)  # our giving up must not cancel a grant being made
         except BaseException as exc:
-            if granted.done() and not granted.cancelled():
+            if granted.done():
                 self.release(size)  # granted just as we gave up
             else:
                 granted.cancel()
@@ -77,7 +77,7 @@ class MemoryBudget:
                 return
             self._waiting.popleft()
             self.held += size
-            granted.set_result(None)
+            granted.set_result(None)  # never cancelled while waiting: the waiter shields it
 
     def reservation(self, page_limit: int) -> "Reservation":
         return Reservation(self, page_limit)

@@ -19,6 +19,8 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import orjson
+
 from gateway.store.base import HistoryQuery, Store, Transaction, VersionConflict
 from gateway.store.plan import SearchMatches, SearchPlan
 from gateway.store.records import AuditRecord, IndexRows, StoredResource
@@ -36,6 +38,11 @@ from gateway.store import sqlite_events as events
 
 READER_BUSY_MS = 20  # the most a read may hold up the event loop waiting for a lock (then 503)
 LARGE_READ = 1024 * 1024  # bodies of pages this large together are read on the bulk thread
+# A resource with more index rows than this writes each table's in one statement. executemany lets go
+# of the GIL and takes it back for every row: with a thread running Python beside the loop (a large
+# body being validated) each take waited up to the switch interval, and a Patient of 27,000 addresses
+# (~100,000 rows) held the loop for 10 s.
+MANY_INDEX_ROWS = 256
 SCHEMA_VERSION = 4  # 2: res_access, access_grants (organisation access); 3: notice_access (LUSEN); 4: subscriptions
 
 
@@ -204,7 +211,11 @@ class SqliteTransaction(events.TransactionEvents, Transaction):
                 (version.rtype, version.rid, version.vid, seq, version.last_updated_us, deleted),
             ).lastrowid
         if index is not None and not deleted:
-            self._write_index(rkey, version.rtype, index)
+            if max(len(index.tokens), len(index.references), len(index.dates), len(index.strings)) > MANY_INDEX_ROWS:
+                # thousands of rows take SQLite a second or more: on a thread, holding the write lock, not the loop
+                await asyncio.to_thread(self._write_index, rkey, version.rtype, index)
+            else:
+                self._write_index(rkey, version.rtype, index)
         if access is not None:  # the author is who created it: later versions keep it
             conn.execute("INSERT INTO res_access VALUES (?, ?, ?) ON CONFLICT (rkey) DO UPDATE SET patient = "
                          "excluded.patient", (rkey, *access))
@@ -213,19 +224,15 @@ class SqliteTransaction(events.TransactionEvents, Transaction):
                               *(found or (None, None)))
 
     def _write_index(self, rkey: int, rtype: str, index: IndexRows) -> None:
-        conn = self._conn
-        if index.tokens:
-            conn.executemany("INSERT OR IGNORE INTO idx_token VALUES (?, ?, ?, ?, ?)",
-                             [(rkey, rtype, p, s or "", c) for p, s, c in index.tokens])
-        if index.references:
-            conn.executemany("INSERT OR IGNORE INTO idx_ref VALUES (?, ?, ?, ?, ?)",
-                             [(rkey, rtype, p, t or "", i) for p, t, i in index.references])
-        if index.dates:
-            conn.executemany("INSERT OR IGNORE INTO idx_date VALUES (?, ?, ?, ?, ?)",
-                             [(rkey, rtype, p, lo, hi) for p, lo, hi in index.dates])
-        if index.strings:
-            conn.executemany("INSERT OR IGNORE INTO idx_string VALUES (?, ?, ?, ?, ?)",
-                             [(rkey, rtype, p, norm, raw) for p, norm, raw in index.strings])
+        for table, rows in (("idx_token", [(p, s or "", c) for p, s, c in index.tokens]),
+                            ("idx_ref", [(p, t or "", i) for p, t, i in index.references]),
+                            ("idx_date", index.dates), ("idx_string", index.strings)):
+            if len(rows) > MANY_INDEX_ROWS:  # one statement: the GIL is let go and taken back once, not per row
+                self._conn.execute(f"INSERT OR IGNORE INTO {table} SELECT ?, ?, value ->> 0, value ->> 1, value ->> 2 "
+                                   "FROM json_each(?)", (rkey, rtype, orjson.dumps(rows)))
+            elif rows:
+                self._conn.executemany(f"INSERT OR IGNORE INTO {table} VALUES (?, ?, ?, ?, ?)",
+                                       [(rkey, rtype, *row) for row in rows])
 
 
 class SqliteStore(AuditTable, events.StoreEvents, PageReads, Store):
