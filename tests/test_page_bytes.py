@@ -145,3 +145,21 @@ async def _chunks(resource: dict):
     data = orjson.dumps(resource)
     for start in range(0, len(data), 16 * KB):
         yield data[start:start + 16 * KB]
+
+
+async def test_memory_given_back_as_a_waiter_gives_up_is_neither_lost_nor_double_counted():
+    """A request that stops waiting (its client went away, its wait ran out) in the same moment
+    the memory it waited for is granted: nothing fails, and the budget ends where it began."""
+    from gateway.budget import MemoryBudget
+
+    budget = MemoryBudget(100, wait_seconds=5)
+    first = await budget.acquire(100)
+    waiter = asyncio.create_task(budget.acquire(60))
+    while not budget._waiting:
+        await asyncio.sleep(0)
+    waiter.cancel()
+    budget.release(first)  # grants the waiter before it has run its cancellation
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert budget.held == 0 and not budget._waiting
+    assert await budget.acquire(100) == 100
