@@ -50,11 +50,13 @@ class FhirServer:
                              self.events)
         self.offload = self.core.offload = Offload(settings.busy_timeout)  # large bodies: off the event loop
         self.subscriptions = SubscriptionService(self.core)
+        clients = ClientRegistry(settings.db_path) if settings.security != "off" else None
+        if clients is not None:
+            clients.wait_for_locks(0.02)  # its revocation reads run on the event loop
         delivery = Delivery(store, self.access, self.audit, self.subscriptions.set_status, settings.public_base,
                             DeliverySettings(settings.notify_retry_base, settings.notify_retry_max,
                                              settings.notify_retry_horizon,
-                                             settings.notify_signing_key.encode() or None), notify_sender,
-                            ClientRegistry(settings.db_path) if settings.security != "off" else None)
+                                             settings.notify_signing_key.encode() or None), notify_sender, clients)
         self.subscriptions.delivery = delivery
         retention = settings.event_retention_days * 86400
         if settings.redis_url:
