@@ -84,6 +84,16 @@ async def wait_status(w, who: str, sid: str, states: tuple[str, ...], timeout: f
         await asyncio.sleep(0.02)
 
 
+async def stored(hub, sid: str, predicate, timeout: float = 20.0):
+    """The subscription's delivery state once ``predicate`` holds for it: the gateway writes a
+    delivery's result after the receiver has answered, so a test waits for the row itself."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate(row := await hub.engine.store.subscription(sid)):
+        assert asyncio.get_running_loop().time() < deadline, f"the stored state stayed {row}"
+        await asyncio.sleep(0.02)
+    return row
+
+
 async def new_task(w, **extra) -> dict:
     about = {"owner": w.ref(KOMMUN), "requester": w.ref(REGION), "description": SECRET}
     return await w.make(REGION, task(f"Patient/{w.ids['pid']}", **{**about, **extra}))
@@ -280,7 +290,7 @@ async def test_event_numbers_survive_a_restart_and_undelivered_events_go_out_aft
 
 async def test_heartbeats_are_sent_after_silence(hub):
     await subscribe(hub, REGION, subscription(endpoint=HOOK_2, heartbeat=1))
-    await hub.receiver.wait(lambda: hub.receiver.at(HOOK_2, "heartbeat"), timeout=5)
+    await hub.receiver.wait(lambda: hub.receiver.at(HOOK_2, "heartbeat"), timeout=20)
     beat = hub.receiver.at(HOOK_2, "heartbeat")[0].status
     assert (beat["status"], beat["events-since-subscription-start"], beat["notification-event"]) == ("active", "0", [])
 
@@ -367,12 +377,17 @@ async def test_routing_full_resource_to_another_organisation_is_logged_as_a_disc
     await hub.receiver.wait(lambda: hub.receiver.numbers(HOOK) == [1])
     admin = await hub.login(REGION, scope="system/AuditEvent.rs")  # not an admin client: refused
     assert (await hub.get(admin, "AuditEvent")).status_code == 403
-    await asyncio.sleep(0.3)  # the access-log batch
     from conftest import get_token
     token = await get_token(hub.http, hub.db_path, scope="system/AuditEvent.rs", organization=REGION, admin=True)
-    r = await hub.get({"Authorization": f"Bearer {token}"}, f"AuditEvent?patient=Patient/{hub.ids['pid']}&_count=100")
-    exports = [e["resource"] for e in r.json()["entry"] if e["resource"]["type"]["code"] == "110106"]
-    assert exports and any(f"Task/{t['id']}" in str(e["entity"]) for e in exports)
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:  # the access log is written in batches: wait for the one with the export
+        r = await hub.get({"Authorization": f"Bearer {token}"},
+                          f"AuditEvent?patient=Patient/{hub.ids['pid']}&_count=100")
+        exports = [e["resource"] for e in r.json()["entry"] if e["resource"]["type"]["code"] == "110106"]
+        if any(f"Task/{t['id']}" in str(e["entity"]) for e in exports):
+            break
+        assert asyncio.get_running_loop().time() < deadline, "the export never reached the access log"
+        await asyncio.sleep(0.05)
     assert any(a.get("who", {}).get("identifier", {}).get("value") == KOMMUN for e in exports for a in e["agent"])
 
 
@@ -444,7 +459,7 @@ async def test_a_dead_receiver_does_not_hold_up_other_subscriptions(hub):
     await hub.receiver.wait(lambda: hub.receiver.attempts.get(HOOK_2, 0) >= 3)  # handshake + 2 failures
     await hub.share()
     await new_task(hub)  # the first three were not KOMMUN's to see (no consent then): this is its event 1
-    await hub.receiver.wait(lambda: hub.receiver.numbers(HOOK) == [1], timeout=5)
+    await hub.receiver.wait(lambda: hub.receiver.numbers(HOOK) == [1], timeout=20)
     assert hub.receiver.numbers(HOOK_2) == []  # still down, retried on its own
 
 
@@ -557,11 +572,13 @@ async def test_a_resource_brought_back_after_deletion_stays_with_its_person(hub)
 async def test_a_working_heartbeat_clears_an_earlier_failure(hub):
     sub = await subscribe(hub, REGION, subscription(endpoint=HOOK_2, heartbeat=1))
     hub.receiver.answer[HOOK_2] = 503
-    await hub.receiver.wait(lambda: hub.receiver.attempts.get(HOOK_2, 0) >= 2, timeout=5)
-    assert (await hub.engine.store.subscription(sub["id"])).attempts >= 1
+    failing = await stored(hub, sub["id"], lambda row: row.attempts >= 1)  # a heartbeat failed, and that is stored
+    assert failing.failing_since_us and failing.error
+    answered = len(hub.receiver.at(HOOK_2, "heartbeat"))
     hub.receiver.answer[HOOK_2] = 200
-    await hub.receiver.wait(lambda: hub.receiver.at(HOOK_2, "heartbeat"), timeout=5)
-    row = await hub.engine.store.subscription(sub["id"])
+    await hub.receiver.wait(lambda: len(hub.receiver.at(HOOK_2, "heartbeat")) > answered, timeout=20)
+    # the gateway stores the heartbeat's result after the receiver has answered it
+    row = await stored(hub, sub["id"], lambda row: row.attempts == 0)
     assert (row.attempts, row.failing_since_us, row.error) == (0, 0, "")
 
 
