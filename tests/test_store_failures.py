@@ -194,3 +194,32 @@ async def test_a_token_request_waits_for_another_process_s_lock_off_the_event_lo
             other.execute("ROLLBACK")
             other.close()
         assert (r.status_code, r.json()["error"], r.headers["retry-after"]) == (503, "temporarily_unavailable", "1")
+
+
+async def test_a_statement_on_a_thread_is_waited_for_even_when_its_caller_is_cancelled():
+    """Commits (and large index writes) run on a thread; a caller cancelled meanwhile must not
+    go on to roll back or close the connection under the running statement (that crashed the
+    process in a test's teardown): it hears of its cancellation once the statement is done."""
+    import threading
+
+    from gateway.store.sqlite_writes import in_thread
+
+    started, finish = threading.Event(), threading.Event()
+
+    def statement() -> str:
+        started.set()
+        finish.wait(10)
+        return "done"
+
+    caller = asyncio.create_task(in_thread(statement))
+    await asyncio.to_thread(started.wait, 10)
+    caller.cancel()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not caller.done()  # still waiting for the statement
+    finish.set()
+    try:
+        await asyncio.wait_for(caller, 10)
+        raise AssertionError("the cancellation was lost")
+    except asyncio.CancelledError:
+        pass

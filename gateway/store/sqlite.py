@@ -33,7 +33,7 @@ from gateway.store.sqlite_access import (
 from gateway.store.sqlsearch import from_where, order_by
 from gateway.store.sqlite_errors import StoreConnection
 from gateway.store.sqlite_pages import PageReads, fitting
-from gateway.store.sqlite_writes import GroupCommit
+from gateway.store.sqlite_writes import GroupCommit, in_thread
 from gateway.store import sqlite_events as events
 
 READER_BUSY_MS = 20  # the most a read may hold up the event loop waiting for a lock (then 503)
@@ -213,7 +213,7 @@ class SqliteTransaction(events.TransactionEvents, Transaction):
         if index is not None and not deleted:
             if max(len(index.tokens), len(index.references), len(index.dates), len(index.strings)) > MANY_INDEX_ROWS:
                 # thousands of rows take SQLite a second or more: on a thread, holding the write lock, not the loop
-                await asyncio.to_thread(self._write_index, rkey, version.rtype, index)
+                await in_thread(self._write_index, rkey, version.rtype, index)
             else:
                 self._write_index(rkey, version.rtype, index)
         if access is not None:  # the author is who created it: later versions keep it
@@ -293,6 +293,8 @@ class SqliteStore(AuditTable, events.StoreEvents, PageReads, Store):
     async def close(self) -> None:
         async with self._audit_lock:  # a batch still with the writer process finishes first
             await self._stop_audit_writer()
+        if self._writes is not None:
+            await self._writes.idle()  # a commit on its thread finishes before its connection closes
         if self._bulk_thread is not None:
             self._bulk_thread.shutdown(wait=True)
         for conn in (self._reader, self._writer, self._bulk):

@@ -30,6 +30,7 @@ new transaction: nothing is committed half, and nothing runs outside a transacti
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable
@@ -40,6 +41,25 @@ from gateway.store.sqlite_errors import StoreBusy
 MAX_BATCH_S = 0.2  # a batch older than this commits even with writers queued
 HANDOVER_S = 0.01  # then the next batch waits this long, so another process may take the lock
 POLL_FIRST_S, POLL_MAX_S = 0.001, 0.004  # retrying BEGIN IMMEDIATE while another process writes
+
+
+async def in_thread(fn: Callable, *args):
+    """``fn(*args)`` on a worker thread, awaited to its end even if the caller is cancelled
+    meanwhile (the cancellation is raised afterwards): the connection it uses must not be
+    rolled back or closed while the statement runs on another thread — that crashed the
+    process (a segfault in a test's teardown, under CPU stress)."""
+    future = asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
+    interrupted: BaseException | None = None
+    while not future.done():
+        try:
+            await asyncio.wait([future])
+        except asyncio.CancelledError as exc:
+            interrupted = exc
+    if interrupted is not None:
+        if not future.cancelled():
+            future.exception()  # retrieved: the cancellation is what the caller hears of
+        raise interrupted
+    return future.result()
 
 
 class GroupCommit:
@@ -147,9 +167,14 @@ class GroupCommit:
         task.add_done_callback(lambda _: setattr(self, "_committing", None) if self._committing is task else None)
         await asyncio.shield(task)  # a cancelled committer still lets the commit finish
 
+    async def idle(self) -> None:
+        """Wait for a commit still running on its thread (before the connection is closed)."""
+        while self._committing is not None:
+            await asyncio.wait([self._committing])
+
     async def _run_commit(self, batch: asyncio.Future) -> None:
         try:
-            await asyncio.to_thread(self._conn.execute, "COMMIT")
+            await in_thread(self._conn.execute, "COMMIT")
         except Exception as exc:
             try:
                 self._conn.execute("ROLLBACK")
