@@ -14,8 +14,9 @@ mixed load took the process to 11 GB and an OOM kill. Two bounds now hold:
   at most ``GATEWAY_BUSY_TIMEOUT`` seconds, then get 503 with Retry-After: the server sheds
   load instead of running out of memory.
 
-A body is charged ``BODY_FACTOR`` times its size: it is held as bytes and then parsed, and the
-parsed form of FHIR JSON is several times larger. (Validation, which needs more still, runs
+A body is charged as its bytes arrive (a client that declares a large body and sends nothing
+holds nothing), and ``BODY_FACTOR`` times its size in all once it is complete: it is then
+parsed, and the parsed form of FHIR JSON is several times larger. (Validation, which needs more still, runs
 one large body at a time: ``gateway.offload``.) What small requests hold (a few KiB each) is
 bounded by the number of connections, not here.
 """
@@ -104,8 +105,13 @@ class Reservation:
             self.held += await self.budget.acquire(size)
 
     async def take_body(self, size: int) -> None:
+        """Bytes of the request body, as they arrive."""
         self.body_bytes += size
-        await self.take(size * BODY_FACTOR)
+        await self.take(size)
+
+    async def take_parsed(self) -> None:
+        """The body's parsed form, before it is parsed."""
+        await self.take(self.body_bytes * (BODY_FACTOR - 1))
 
     def room(self) -> int:
         """Stored bytes the response may still carry."""

@@ -163,3 +163,26 @@ async def test_memory_given_back_as_a_waiter_gives_up_is_neither_lost_nor_double
         await waiter
     assert budget.held == 0 and not budget._waiting
     assert await budget.acquire(100) == 100
+
+
+async def test_a_body_declared_large_but_not_sent_holds_only_what_has_arrived(client):
+    """A slow or stalled upload does not hold memory for what it only announced."""
+    data = orjson.dumps(sized_patient(400))
+    sent, go_on = asyncio.Event(), asyncio.Event()
+
+    async def slowly():
+        yield data[:16 * KB]
+        sent.set()
+        await go_on.wait()
+        yield data[16 * KB:]
+
+    memory = client.app.state.fhir.memory
+    upload = asyncio.create_task(client.post(f"{FHIR}/Patient", content=slowly(),
+                                             headers={**FHIR_JSON, "Content-Length": str(len(data))}))
+    await asyncio.wait_for(sent.wait(), 10)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert 0 < memory.held <= 16 * KB  # what arrived, not the 400 KiB announced (nor 4 x that)
+    go_on.set()
+    assert (await asyncio.wait_for(upload, 10)).status_code == 201
+    assert memory.held == 0

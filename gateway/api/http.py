@@ -101,21 +101,22 @@ async def read_body(request: Request, limit: int, allowed: frozenset[str]) -> by
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The body is {declared} bytes; the limit is {limit} bytes.")
-    memory = request.scope.get("gateway.memory")  # the body's memory is taken before it is read
-    known = memory is not None and declared is not None and declared.isdigit()
-    if known:
-        await memory.take_body(int(declared))
+    # Memory for the body is taken as it arrives (a client that declares 10 MB and sends nothing
+    # holds nothing), and for its parsed form once it is complete (gateway.budget).
+    memory = request.scope.get("gateway.memory")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"The body exceeds the limit of {limit} bytes.")
-        if memory is not None and not known:  # chunked: taken as it arrives
+        if memory is not None:
             await memory.take_body(len(chunk))
         chunks.append(chunk)
-    offload = request.scope.get("gateway.offload")
-    if size >= LARGE_BODY and memory is not None and offload is not None:
-        await offload.admit(memory)  # large bodies are parsed and validated a few at a time
+    if memory is not None:
+        await memory.take_parsed()
+        offload = request.scope.get("gateway.offload")
+        if size >= LARGE_BODY and offload is not None:
+            await offload.admit(memory)  # large bodies are parsed and validated a few at a time
     return b"".join(chunks)
 
 
