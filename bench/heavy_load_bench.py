@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -178,9 +179,13 @@ async def main(args: argparse.Namespace) -> None:
     log = work / "gateway.log"
     env = {"GATEWAY_DB": str(work / "heavy.sqlite"), "GATEWAY_SECURITY": "off", "GATEWAY_PORT": str(port),
            "GATEWAY_LOG_LEVEL": "warning"}
-    if args.pythonpath:  # another checkout, for before/after figures
+    if args.pythonpath:  # another checkout, for before/after figures (run from it: -m puts the cwd first)
         env["PYTHONPATH"] = args.pythonpath
-    proc = rb.start([sys.executable, "-m", "gateway.cli", "serve"], log, env)
+        with open(log, "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], stdout=out,
+                                    stderr=subprocess.STDOUT, cwd=args.pythonpath, env={**os.environ, **env})
+    else:
+        proc = rb.start([sys.executable, "-m", "gateway.cli", "serve"], log, env)
     results: list[dict] = []
     try:
         await rb.wait_ready(proc, port, "/fhir/metadata", log)
