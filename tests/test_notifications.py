@@ -326,6 +326,27 @@ async def test_events_operation_replays_a_range(hub):
     assert bad.status_code == 400 and "eventsSinceNumber" in bad.text
 
 
+async def test_events_replayed_in_full_carry_at_most_one_response_s_bytes_and_the_numbers_say_where_to_go_on(fast):
+    receiver = Receiver()
+    settings = replace(fast, max_page_bytes=100 * 1024)
+    async with running_gateway(settings, authorised=False, notify_sender=receiver) as http:
+        w = await build_world(http, settings.db_path)
+        w.receiver = receiver
+        sub = await subscribe(w, REGION, subscription(endpoint=HOOK_2))
+        for _ in range(4):
+            await new_task(w, note=[{"text": "x" * 40 * 1024}])
+        await receiver.wait(lambda: len(receiver.numbers(HOOK_2)) == 4)
+        numbers = []
+        while len(numbers) < 4:
+            r = await w.get(REGION, f"Subscription/{sub['id']}/$events?content=full-resource"
+                                    f"&eventsSinceNumber={len(numbers) + 1}")
+            assert r.status_code == 200, r.text
+            got = [int(e["event-number"]) for e in Receiver_status(r.json())]
+            assert got and len(r.content) < 100 * 1024 + 8 * 1024
+            numbers += got
+        assert numbers == [1, 2, 3, 4]
+
+
 async def test_another_organisation_cannot_see_or_query_a_subscription(hub):
     sub = await subscribe(hub, REGION, subscription(endpoint=HOOK_2, header=["Authorization: Bearer s3cr3t"]))
     for path in (f"Subscription/{sub['id']}", f"Subscription/{sub['id']}/$status",
