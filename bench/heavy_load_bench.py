@@ -208,6 +208,8 @@ async def main(args: argparse.Namespace) -> None:
             show(result, args.rss_bound_mb)
     finally:
         rb.stop(proc)
+        for store in work.glob("*.sqlite*"):  # gigabytes after a run: the log stays
+            store.unlink()
     problems = rb.server_problems(log)
     print(f"server log: {len(problems)} error lines" + "".join(f"\n  {line}" for line in problems[:5]))
     summary = {"when": datetime.now().isoformat(timespec="seconds"), "commit": rb.git_state(), "args": vars(args),

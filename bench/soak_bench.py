@@ -146,6 +146,8 @@ async def main(args: argparse.Namespace) -> None:
         await rss.stop()
     finally:
         rb.stop(proc)
+        for store in work.glob("*.sqlite*"):  # gigabytes after a run: the log stays
+            store.unlink()
         await receiver.down()
     warm = began + min(args.warmup_minutes * 60, args.minutes * 60 * 0.5)
     after = [(t - began, v / 1024, a / 1024) for t, v, a in rss.samples if t >= warm]
