@@ -18,7 +18,7 @@ from gateway.store.sqlite import SqliteStore
 def create_app(settings: Settings | None = None, notify_sender=None) -> FastAPI:
     """``notify_sender``: what POSTs notifications instead of the network (tests)."""
     settings = settings or Settings.from_env()
-    store = SqliteStore(settings.db_path, settings.sqlite_synchronous)
+    store = SqliteStore(settings.db_path, settings.sqlite_synchronous, settings.busy_timeout)
     server = FhirServer(settings, store, notify_sender=notify_sender)
     gate = AuthGate(settings)
 
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None, notify_sender=None) -> FastAPI:
         finally:
             await server.engine.stop()
             await server.audit.stop()
+            server.offload.close()
             gate.close()
             server.close()
             await store.close()

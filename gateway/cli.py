@@ -4,7 +4,9 @@
 access token), ``profiles``."""
 from __future__ import annotations
 
+import gc
 import logging
+import sys
 from typing import Optional
 
 import typer
@@ -41,7 +43,9 @@ def serve(
         logging.getLogger("gateway").warning("Listening on every interface: requests are answered only for Host "
                                              "localhost/127.0.0.1; set GATEWAY_ALLOWED_HOSTS or GATEWAY_BASE_URL.")
     _fit_file_limit(settings.max_connections)
-    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
+    app = create_app(settings)
+    tune_for_event_loop()
+    uvicorn.Server(uvicorn_config(app, settings)).run()
 
 
 def _fit_file_limit(connections: int) -> None:
@@ -58,6 +62,22 @@ def _fit_file_limit(connections: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
         if new < wanted:
             logging.getLogger("gateway").warning("open-file limit %d is below GATEWAY_MAX_CONNECTIONS + 64", new)
+
+
+def tune_for_event_loop() -> None:
+    """Keep the event loop's waits for the GIL short while worker threads (large bodies, large
+    page reads, commits) run Python beside it. Measured on 2 cores with 8 uploads of 9.5 MB and
+    16 readers of 9.5 MB pages at once: probe p99 170 ms → 46 ms (bench/README.md).
+
+    - What is loaded by now (models, profiles, SearchParameters: ~90k objects) lives as long as
+      the process: frozen, it is left out of the garbage collector's full collections, which hold
+      the GIL for as long as they walk.
+    - A thread that wants the GIL waits for the switch interval before the holder is asked to
+      give it up: 5 ms by default. The loop gives up the GIL at every SQLite statement and must
+      wait that long to go on whenever a worker thread runs Python; 1 ms keeps that cheap.
+    """
+    gc.freeze()
+    sys.setswitchinterval(0.001)
 
 
 @cli.command()
@@ -78,7 +98,7 @@ def worker(db: Optional[str] = typer.Option(None, help="SQLite file of the store
         raise typer.Exit(2)
 
     async def run() -> None:
-        store = SqliteStore(settings.db_path, settings.sqlite_synchronous)
+        store = SqliteStore(settings.db_path, settings.sqlite_synchronous, settings.busy_timeout)
         await store.open()
         server = FhirServer(settings, store)
         await server.prepare_store()

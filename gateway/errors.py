@@ -30,6 +30,7 @@ class FhirError(Exception):
 
     status: int = 400
     code: str = "invalid"
+    headers: dict[str, str] = {}  # response headers the status needs (Retry-After)
 
     def __init__(self, message: str, *, issues: list[Issue] | None = None, status: int | None = None):
         super().__init__(message)
@@ -97,6 +98,31 @@ class UnsupportedMediaType(FhirError):
 
 class UnprocessablePatch(FhirError):
     status, code = 422, "processing"
+
+
+class TooCostly(FhirError):
+    """The answer would exceed what one response may hold (``GATEWAY_MAX_PAGE_BYTES``)."""
+    status, code = 400, "too-costly"
+
+
+class ServiceUnavailable(FhirError):
+    """The server cannot serve this now but will soon: the store's write lock or the memory for
+    the request was not had in time. Nothing was changed; the client retries after ``Retry-After``."""
+    status, code = 503, "transient"
+
+    def __init__(self, message: str, *, retry_after: int = 1, code: str = "transient"):
+        super().__init__(message, issues=[Issue(code, message)])
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class InsufficientStorage(FhirError):
+    """The store's disk (or its size limit) is full: nothing was stored. Writes succeed again,
+    without a restart, once the operator frees space."""
+    status, code = 507, "no-store"
+
+    def __init__(self, message: str, *, retry_after: int = 30):
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
 
 
 def operation_outcome(issues: list[Issue]) -> dict:

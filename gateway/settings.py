@@ -16,6 +16,9 @@
 | GATEWAY_SEARCH_SNAPSHOT_LIMIT | 10000 | matches remembered for paging one search |
 | GATEWAY_SEARCH_SNAPSHOT_TTL | 3600 | seconds a paged search stays readable |
 | GATEWAY_SQLITE_SYNCHRONOUS | FULL | SQLite `synchronous`; FULL: an acknowledged write survives power loss |
+| GATEWAY_BUSY_TIMEOUT | 5 | seconds a request may wait for the store's write lock or for memory (below), then 503 + Retry-After |
+| GATEWAY_MAX_PAGE_BYTES | 16777216 | stored bytes one response may carry (search/history page, batch); the page ends early, `next` has the rest |
+| GATEWAY_MAX_INFLIGHT_BYTES | 268435456 | request bodies and response pages all requests together may hold; beyond it requests wait |
 | GATEWAY_PROFILES_DIR | <repo>/profiles | SearchParameters and profiles loaded at start |
 | GATEWAY_REQUIRED_PROFILES | (none) | profiles every write of a type must meet: `Task=url;CarePlan=url1 url2` |
 | GATEWAY_SECURITY | on | `off` trusts every request (no tokens, no access checks): benchmarks and experiments only |
@@ -70,6 +73,9 @@ class Settings:
     search_snapshot_limit: int = 10_000
     search_snapshot_ttl: int = 3600
     sqlite_synchronous: str = "FULL"
+    busy_timeout: float = 5.0
+    max_page_bytes: int = 16 * 1024 * 1024
+    max_inflight_bytes: int = 256 * 1024 * 1024
     profiles_dir: Path = field(default=REPO_PROFILES)
     required_profiles: str = ""
     security: str = "on"
@@ -126,6 +132,9 @@ class Settings:
             search_snapshot_limit=int(_env("SEARCH_SNAPSHOT_LIMIT", str(cls.search_snapshot_limit))),
             search_snapshot_ttl=int(_env("SEARCH_SNAPSHOT_TTL", str(cls.search_snapshot_ttl))),
             sqlite_synchronous=_env("SQLITE_SYNCHRONOUS", cls.sqlite_synchronous).upper(),
+            busy_timeout=float(_env("BUSY_TIMEOUT", str(cls.busy_timeout))),
+            max_page_bytes=int(_env("MAX_PAGE_BYTES", str(cls.max_page_bytes))),
+            max_inflight_bytes=int(_env("MAX_INFLIGHT_BYTES", str(cls.max_inflight_bytes))),
             profiles_dir=Path(_env("PROFILES_DIR", str(REPO_PROFILES))),
             required_profiles=_env("REQUIRED_PROFILES", ""),
             security=_env("SECURITY", cls.security).lower(),

@@ -67,7 +67,9 @@ def register_client(db_path: str, organization: str = TEST_ORG, scopes: str = "s
 async def get_token(client: httpx.AsyncClient, db_path: str, scope: str = "system/*.cruds", **register) -> str:
     """Register a client for ``register['organization']`` and get an access token over the API,
     as a real backend service would."""
-    client_id, pem, kid = register_client(db_path, **register)
+    # On a thread: the in-process gateway may hold the store's write lock for a group commit that
+    # only the event loop can finish, and a write made from the loop would wait for it forever.
+    client_id, pem, kid = await asyncio.to_thread(register_client, db_path, **register)
     token_url = f"{client.base_url}{FHIR}/auth/token".replace("//fhir", "/fhir")
     form = {"grant_type": "client_credentials", "scope": scope,
             "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",

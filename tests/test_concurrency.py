@@ -216,14 +216,18 @@ async def test_a_writer_cancelled_while_waiting_does_not_stall_the_writers_befor
         first = asyncio.create_task(write("first", hold=True))
         await inside.wait()
         quitter = asyncio.create_task(write("quitter"))
-        await asyncio.sleep(0.01)  # queued behind `first`
+        deadline = asyncio.get_running_loop().time() + 10
+        while store._writes._queued == 0:  # queued behind `first`
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.001)
         quitter.cancel()
-        await asyncio.sleep(0.01)
+        with pytest.raises(asyncio.CancelledError):
+            await quitter
         release.set()
-        await asyncio.wait_for(first, 3)
+        await asyncio.wait_for(first, 10)
         assert await store.read("Patient", "first") is not None
         assert await store.read("Patient", "quitter") is None
-        await asyncio.wait_for(write("later"), 3)
+        await asyncio.wait_for(write("later"), 10)
         assert await store.read("Patient", "later") is not None
     finally:
         await store.close()

@@ -83,6 +83,9 @@ class FhirRouter:
         self.audit = handlers.server.audit
         self.base_url = handlers.base_url
         self.api_docs = handlers.api_docs
+        self.memory = handlers.server.memory
+        self.offload = handlers.server.offload
+        self.max_page_bytes = handlers.server.settings.max_page_bytes
         h = handlers
         self.table = {
             "": {"GET": h.system_get, "POST": h.transaction_or_batch},
@@ -101,21 +104,27 @@ class FhirRouter:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
+        # What this request holds in memory (its body, its response's pages), until it is sent.
+        memory = scope["gateway.memory"] = self.memory.reservation(self.max_page_bytes)
+        scope["gateway.offload"] = self.offload
         try:
-            response = await self._dispatch(request, scope)
-        except FhirError as exc:
-            response = error_response(exc)
-        except ClientDisconnect:  # gone before its body arrived: nobody to answer, nothing done
-            return
-        except Exception as exc:  # a bug: answer without detail, log without patient data
-            log.error("unhandled %s on %s %s", type(exc).__name__, scope["method"], scope["path"])
-            response = error_response(FhirError("The server failed to process the request; it has been logged.",
-                                                status=500))
-        if "gateway.interaction" in scope and self.gate.enabled:  # the access log (patientdatalagen)
-            self.audit.record_request(scope.get("gateway.caller"), scope.get("gateway.audit"),
-                                      scope["gateway.interaction"], response.status_code,
-                                      scope.get("query_string", b"").decode("latin-1"))
-        await response(scope, receive, send)
+            try:
+                response = await self._dispatch(request, scope)
+            except FhirError as exc:
+                response = error_response(exc)
+            except ClientDisconnect:  # gone before its body arrived: nobody to answer, nothing done
+                return
+            except Exception as exc:  # a bug: answer without detail, log without patient data
+                log.error("unhandled %s on %s %s", type(exc).__name__, scope["method"], scope["path"])
+                response = error_response(FhirError("The server failed to process the request; it has been "
+                                                    "logged.", status=500))
+            if "gateway.interaction" in scope and self.gate.enabled:  # the access log (patientdatalagen)
+                self.audit.record_request(scope.get("gateway.caller"), scope.get("gateway.audit"),
+                                          scope["gateway.interaction"], response.status_code,
+                                          scope.get("query_string", b"").decode("latin-1"))
+            await response(scope, receive, send)
+        finally:
+            memory.release()
 
     async def _dispatch(self, request: Request, scope: Scope):
         relative = fhir_path(scope)[len(PREFIX):]

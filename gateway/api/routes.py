@@ -14,8 +14,9 @@ from gateway.api.http import (
     FORM_TYPES, PATCH_TYPES, check_accept, context, fhir_response, media_type, read_body, read_json,
     resource_headers,
 )
+from gateway.budget import LARGE_BODY
 from gateway.errors import BadRequest, information_outcome
-from gateway.fhir.canonical import dumps, parse_json
+from gateway.fhir.canonical import dumps
 from gateway.fhir.interactions import WriteResult, parse_etag
 from gateway.fhir.server import FhirServer
 from gateway.operations.registry import INSTANCE, SYSTEM, TYPE, OperationRequest
@@ -38,6 +39,7 @@ class FhirHandlers:
         self.base_url = server.settings.base_url
         self.limit = server.settings.max_body_bytes
         self.depth = server.settings.max_json_depth
+        self.offload = server.offload  # large bodies are parsed on its worker
 
     def _write_response(self, request: Request, result: WriteResult) -> Response:
         stored = result.stored
@@ -71,7 +73,7 @@ class FhirHandlers:
 
     async def transaction_or_batch(self, request: Request) -> Response:
         check_accept(request)
-        data = await read_json(request, self.limit, self.depth)
+        data = await read_json(request, self.limit, self.depth, self.offload)
         return fhir_response(await self.server.bundles.process(data, context(request, self.base_url)))
 
     async def system_history(self, request: Request) -> Response:
@@ -95,7 +97,7 @@ class FhirHandlers:
 
     async def create(self, request: Request, rtype: str) -> Response:
         check_accept(request)
-        resource = await read_json(request, self.limit, self.depth)
+        resource = await read_json(request, self.limit, self.depth, self.offload)
         result = await self.core.create(rtype, resource, request.headers.get("if-none-exist"),
                                         context(request, self.base_url))
         return self._write_response(request, result)
@@ -105,7 +107,7 @@ class FhirHandlers:
         query = _raw_query(request)
         if not query:
             raise BadRequest("PUT to a type needs search criteria (conditional update) or an id in the URL.")
-        resource = await read_json(request, self.limit, self.depth)
+        resource = await read_json(request, self.limit, self.depth, self.offload)
         ctx = context(request, self.base_url)
         return self._write_response(request, await self.core.conditional_update(rtype, query, resource, ctx))
 
@@ -117,6 +119,7 @@ class FhirHandlers:
     async def read(self, request: Request, rtype: str, rid: str) -> Response:
         check_accept(request)
         stored = await self.core.read(rtype, rid, context(request, self.base_url))
+        await _hold(request, stored.body)
         headers = resource_headers(stored)
         none_match = request.headers.get("if-none-match")
         if none_match and _etag_matches(none_match, stored.vid):
@@ -125,14 +128,14 @@ class FhirHandlers:
 
     async def update(self, request: Request, rtype: str, rid: str) -> Response:
         check_accept(request)
-        resource = await read_json(request, self.limit, self.depth)
+        resource = await read_json(request, self.limit, self.depth, self.offload)
         result = await self.core.update(rtype, rid, resource, request.headers.get("if-match"),
                                         context(request, self.base_url))
         return self._write_response(request, result)
 
     async def patch(self, request: Request, rtype: str, rid: str) -> Response:
         check_accept(request)
-        patch_doc = parse_json(await read_body(request, self.limit, PATCH_TYPES), self.depth)
+        patch_doc = await read_json(request, self.limit, self.depth, self.offload, PATCH_TYPES)
         result = await self.core.patch(rtype, rid, patch_doc, request.headers.get("if-match"),
                                        context(request, self.base_url))
         return self._write_response(request, result)
@@ -172,7 +175,16 @@ class FhirHandlers:
     async def vread(self, request: Request, rtype: str, rid: str, vid: str) -> Response:
         check_accept(request)
         stored = await self.core.vread(rtype, rid, vid, context(request, self.base_url))
+        await _hold(request, stored.body)
         return fhir_response(stored.body, 200, resource_headers(stored))
+
+
+async def _hold(request: Request, body: bytes | None) -> None:
+    """A large resource read counts against the memory all requests may hold (gateway.budget)
+    until it has been sent; small ones are bounded by the number of connections."""
+    memory = request.scope.get("gateway.memory")
+    if memory is not None and body is not None and len(body) >= LARGE_BODY:
+        await memory.take(len(body))
 
 
 def _etag_matches(header: str, vid: int) -> bool:

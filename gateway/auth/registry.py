@@ -58,6 +58,12 @@ class ClientRegistry:
     def close(self) -> None:
         self._conn.close()
 
+    def wait_for_locks(self, seconds: float) -> None:
+        """How long a statement may wait for another connection's lock (30 s from the start).
+        A server lowers it once open: its statements run on the event loop or a worker thread
+        that others queue behind, so a long wait there holds up requests."""
+        self._conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+
     def add(self, name: str, organization: str, jwks: dict, scopes: str, admin: bool = False,
             operator: bool = False) -> Client:
         client = Client(str(uuid.uuid4()), name, organization, jwks, scopes, admin or operator, False,

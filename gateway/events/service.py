@@ -75,6 +75,13 @@ class SubscriptionService:
             raise BadRequest(f"$events content must be one of {', '.join(CONTENTS)}, not '{content}'.")
         events = await self.store.subscription_events(rid, max(first, 1), last, MAX_EVENTS_PER_QUERY) \
             if last >= first else []
+        if content == "full-resource" and ctx.memory is not None:
+            # Resources travel in full: as many events as fit in what one response may carry
+            # (gateway.budget); their numbers tell the client where to ask on from.
+            sizes = await self.store.body_sizes([e.seq for e in events])
+            fits = ctx.memory.fit([sizes.get(e.seq, 0) for e in events])
+            events = events[:fits]
+            await ctx.memory.carry([sizes.get(e.seq, 0) for e in events])
         shown, _ = await self.delivery.decide(ctx.caller, events, content)
         shown = await self.delivery.disclose(ctx, shown, content)
         return notification_bundle(ctx.base_url, row, "query-event", shown, content)

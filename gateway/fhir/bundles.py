@@ -211,13 +211,17 @@ class BundleProcessor:
                 raise BadRequest("GET entries need a url such as Type/id or Type?params.")
             if e.rid is None:
                 body = await self.search.search(e.rtype, parse_qsl(e.query, keep_blank_values=True), ctx)
-                return Outcome("200 OK", resource=body)
+                return Outcome("200 OK", resource=b"".join(body))
             if e.rest == ["_history"]:
-                return Outcome("200 OK", resource=await self.search.history(e.rtype, e.rid, [], ctx))
+                return Outcome("200 OK", resource=b"".join(await self.search.history(e.rtype, e.rid, [], ctx)))
             if len(e.rest) == 2 and e.rest[0] == "_history":
                 stored = await self.core.vread(e.rtype, e.rid, e.rest[1], ctx)
             else:
                 stored = await self.core.read(e.rtype, e.rid, ctx)
+            if ctx.memory is not None:  # the entries of a batch share what one response may carry
+                sizes = [len(stored.body)]
+                ctx.memory.fit(sizes)
+                await ctx.memory.carry(sizes)
             return Outcome("200 OK", {"etag": stored.etag, "lastModified": format_instant(stored.last_updated_us)},
                            stored.body)
         except FhirError as exc:

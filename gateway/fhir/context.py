@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from gateway.access.caller import Caller
 from gateway.access.trail import AuditTrail
+from gateway.budget import Reservation
 
 
 @dataclass(frozen=True)
@@ -14,3 +15,4 @@ class RequestContext:
     prefer_return: str | None = None  # Prefer: return=minimal|representation|OperationOutcome
     caller: Caller | None = None  # None: a trusted internal caller (or GATEWAY_SECURITY=off)
     audit: AuditTrail | None = None  # what this request touched, for the access log
+    memory: Reservation | None = None  # what the request holds and may carry (HTTP); None: bounds of its own

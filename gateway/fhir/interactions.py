@@ -24,6 +24,7 @@ from gateway.fhir.canonical import DEFAULT_MAX_JSON_DEPTH, canonical_resource, c
 from gateway.fhir.conformance import CONFORMANCE_TYPES, ConformanceLibrary
 from gateway.fhir.context import RequestContext
 from gateway.fhir.types import SUPPORTED, is_valid_id, parse_uint
+from gateway.offload import Offload, large, large_body
 from gateway.search.dates import now_us
 from gateway.search.extract import index_resource
 from gateway.search.query import QueryParser
@@ -90,6 +91,7 @@ def unpack_validate_parameters(body: object, mode: str | None) -> tuple[object, 
 
 class FhirCore:
     max_json_depth = DEFAULT_MAX_JSON_DEPTH  # GATEWAY_MAX_JSON_DEPTH; FhirServer sets the configured one
+    offload: Offload | None = None  # large requests validate on its worker, not the event loop (FhirServer)
 
     def __init__(self, store: Store, registry: SearchRegistry, parser: QueryParser, validator: Validator,
                  conformance: ConformanceLibrary | None = None, access: AccessPolicy | None = None,
@@ -172,7 +174,7 @@ class FhirCore:
         elif mode == "create" and resource.get("id") is not None:
             issues.append(Issue("informational", f"{rtype}.id is ignored on create; the server assigns the id.",
                                 severity="information", expression=[f"{rtype}.id"]))
-        issues += self.validator.issues(resource, rtype)
+        issues += await self._off_loop(large(ctx), self.validator.issues, resource, rtype)
         if not issues:
             return information_outcome(f"{rtype} is valid.")
         return operation_outcome(issues)
@@ -183,7 +185,7 @@ class FhirCore:
         check_type(rtype)
         self.access.check_scope(ctx, rtype, "c")
         self._check_body(rtype, resource)
-        prepared = self.prepare(rtype, resource)
+        prepared = await self._off_loop(large(ctx), self.prepare, rtype, resource)
         async with self.store.transaction() as tx:
             return await self.create_in(tx, rtype, resource, if_none_exist, prepared=prepared, ctx=ctx)
 
@@ -191,7 +193,7 @@ class FhirCore:
                      ctx: RequestContext | None = None) -> WriteResult:
         self._check_update(rtype, rid, resource)
         self.access.check_scope(ctx, rtype, "u")
-        prepared = self.prepare_ahead(rtype, resource)
+        prepared = await self._off_loop(large(ctx), self.prepare_ahead, rtype, resource)
         async with self.store.transaction() as tx:
             return await self.update_in(tx, rtype, rid, resource, if_match, prepared=prepared, ctx=ctx)
 
@@ -200,7 +202,7 @@ class FhirCore:
         check_type(rtype)
         self.access.check_scope(ctx, rtype, "u")
         self._check_body(rtype, resource)
-        prepared = self.prepare_ahead(rtype, resource)
+        prepared = await self._off_loop(large(ctx), self.prepare_ahead, rtype, resource)
         async with self.store.transaction() as tx:
             return await self.conditional_update_in(tx, rtype, query, resource, prepared=prepared, ctx=ctx)
 
@@ -212,7 +214,8 @@ class FhirCore:
         visible = base is not None and not base.deleted and await self.access.can_see(ctx, base)
         if visible:  # the write rule first: a patch must not test or copy what the caller may not change
             await self.access.check_write(ctx, self.store, base, f"{rtype}/{rid}")
-        ahead = self._apply_patch(rtype, rid, base, patch) if visible else None
+        heavy = large(ctx) or large_body(base)  # a small patch to a large resource is as much work
+        ahead = await self._off_loop(heavy, self._apply_patch, rtype, rid, base, patch) if visible else None
         async with self.store.transaction() as tx:
             return await self.patch_in(tx, rtype, rid, patch, if_match, ahead=ahead, ctx=ctx)
 
@@ -410,13 +413,20 @@ class FhirCore:
         self.validator.validate(canonical, rtype)  # what we store is what we validate
         return Prepared(canonical, index_resource(self.registry, rtype, canonical, self.parser.local_base))
 
+    async def _off_loop(self, heavy: bool, fn, *args):
+        """``fn(*args)`` — validation, preparing — on the offload worker if ``heavy`` (the request's
+        body is large: ``gateway.offload``), else right here."""
+        if heavy and self.offload is not None:
+            return await self.offload.run(fn, *args)
+        return fn(*args)
+
     async def _put(self, tx: Transaction, rtype: str, rid: str, resource: dict, vid: int,
                    prepared: Prepared | FhirError | None = None, ctx: RequestContext | None = None,
                    previous: StoredResource | None = None, interaction: str | None = None,
                    server: bool = False) -> StoredResource:
         if isinstance(prepared, FhirError):
             raise prepared
-        prepared = prepared or self.prepare(rtype, resource)
+        prepared = prepared or await self._off_loop(large(ctx), self.prepare, rtype, resource)
         now = self._now()
         canonical = prepared.canonical
         canonical["id"] = rid

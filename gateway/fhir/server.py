@@ -11,6 +11,8 @@ from gateway.access.audit import AuditLog
 from gateway.access.policy import AccessPolicy
 from gateway.auth.directory import Directory
 from gateway.auth.registry import ClientRegistry
+from gateway.budget import MemoryBudget
+from gateway.offload import Offload
 from gateway.events.delivery import Delivery, DeliverySettings
 from gateway.events.endpoints import EndpointPolicy
 from gateway.events.engine import LocalEngine
@@ -64,13 +66,17 @@ class FhirServer:
         self.core = FhirCore(store, self.registry, parser, self.validator, self.conformance, self.access, self.audit,
                              self.events)
         self.core.max_json_depth = settings.max_json_depth
+        self.offload = self.core.offload = Offload(settings.busy_timeout)  # large bodies: off the event loop
         self.subscriptions = SubscriptionService(self.core)
+        clients = ClientRegistry(settings.db_path) if settings.security != "off" else None
+        if clients is not None:
+            clients.wait_for_locks(0.02)  # its revocation reads run on the event loop
         delivery = Delivery(store, self.access, self.audit, self.subscriptions.set_status, settings.public_base,
                             DeliverySettings(settings.notify_retry_base, settings.notify_retry_max,
                                              settings.notify_retry_horizon,
                                              settings.notify_signing_key.encode() or None),
                             notify_sender or HttpSender(endpoints),
-                            ClientRegistry(settings.db_path) if settings.security != "off" else None,
+                            clients,
                             self.mappings.for_outbound)
         self.subscriptions.delivery = delivery
         retention = settings.event_retention_days * 86400
@@ -83,6 +89,9 @@ class FhirServer:
         self.events.connect(self.engine.wake)
         self.search = SearchService(store, self.registry, parser, settings.search_snapshot_ttl, self.conformance,
                                     self.access, self.audit)
+        self.search.max_page_bytes = settings.max_page_bytes
+        # Request bodies and response pages of all requests together (gateway.budget).
+        self.memory = MemoryBudget(settings.max_inflight_bytes, settings.busy_timeout)
         self.bundles = BundleProcessor(self.core, self.search)
         # The operations, $ingest among them.
         self.ingest = IngestService(self, self.mappings)

@@ -125,7 +125,7 @@ class _Lookup:
         self.conceptmaps = conceptmaps
 
     async def search(self, rtype: str, query: str) -> list[dict]:
-        body = parse_json(await self.search_service.search(rtype, parse_qsl(query, keep_blank_values=True),
-                                                           self.ctx))
+        pieces = await self.search_service.search(rtype, parse_qsl(query, keep_blank_values=True), self.ctx)
+        body = parse_json(b"".join(pieces))
         return [e["resource"] for e in body.get("entry") or []
                 if (e.get("search") or {}).get("mode", "match") == "match" and "resource" in e]

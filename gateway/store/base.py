@@ -27,6 +27,7 @@ class HistoryQuery:
     before_seq: int | None = None  # keyset paging: versions older than this seq
     limit: int = 20
     access: AccessFilter | None = None  # None: every version (trusted caller)
+    max_bytes: int | None = None  # end the page before the version whose body would pass this (one at least)
 
 
 @dataclass(frozen=True)
@@ -231,8 +232,23 @@ class Store(Reader):
         """Seqs of current ``source_type`` resources that reference any target via ``param``."""
 
     @abstractmethod
-    async def history(self, query: HistoryQuery) -> tuple[list[StoredResource], int]:
-        """Versions newest first, and the total count matching the query (ignoring paging)."""
+    async def history(self, query: HistoryQuery) -> tuple[list[StoredResource], int, bool]:
+        """Versions newest first, the total count matching the query (ignoring paging), and
+        whether more may follow (the page is ``limit`` long, or was ended by ``max_bytes``)."""
+
+    @abstractmethod
+    async def read_large(self, seqs: list[int]) -> list[StoredResource]:
+        """``read_seqs`` of versions known (``body_sizes``) to be large together: read without
+        holding up the event loop."""
+
+    @abstractmethod
+    async def body_sizes(self, seqs: list[int]) -> dict[int, int]:
+        """The stored size of each version's body (0 for a deletion), read without the bodies:
+        a page is fitted to its byte bound before anything large is read."""
+
+    @abstractmethod
+    async def current_sizes(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """``body_sizes`` of the current versions of (type, id) pairs; missing ones left out."""
 
     @abstractmethod
     async def append_audit(self, records: list[AuditRecord]) -> None:

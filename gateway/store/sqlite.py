@@ -1,21 +1,27 @@
 """Embedded store: one SQLite file in WAL mode.
 
-Two connections: a writer used only inside ``transaction()`` (serialised by an asyncio lock
-and ``BEGIN IMMEDIATE``, so another process on the same file also waits its turn) and a
-reader in autocommit mode that sees only committed data. Statements run inline on the event
-loop: a primary-key read is tens of microseconds, cheaper than a hop to a thread.
+Two connections: a writer used only inside ``transaction()`` (group commit, serialised by an
+asyncio lock and ``BEGIN IMMEDIATE``, so another process on the same file also waits its turn:
+``sqlite_writes.py``) and a reader in autocommit mode that sees only committed data. Statements
+run inline on the event loop: a primary-key read is tens of microseconds, cheaper than a hop to
+a thread. Pages whose bodies are large together (a 10 MB resource takes 10-20 ms to read) are
+read by a third connection on a thread of its own (``read_large``): SQLite lets go of the GIL
+while it reads, so the loop goes on serving meanwhile. No connection waits on the loop for
+another process's lock: the writer polls for it asynchronously, and the reader (which in WAL
+mode meets a lock only while another process recovers the WAL after a crash, or holds the file
+exclusively) waits at most ``READER_BUSY_MS``. Failures a client should hear about (full disk, busy file) are raised as
+their ``FhirError`` by the connections themselves (``sqlite_errors.py``).
 """
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
-from array import array
-from contextlib import asynccontextmanager
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import AsyncIterator
 
-from gateway.store.base import HistoryQuery, Snapshot, Store, Transaction, VersionConflict
+import orjson
+
+from gateway.store.base import HistoryQuery, Store, Transaction, VersionConflict
 from gateway.store.plan import SearchMatches, SearchPlan
 from gateway.store.records import AuditRecord, IndexRows, StoredResource
 from gateway.store.audit_writer import add_custodian, log_table
@@ -23,9 +29,19 @@ from gateway.store.sqlite_audit import AuditTable, append_audit
 from gateway.store import sqlite_access as access_sql
 from gateway.store.sqlite_access import ACCESS_CONDITION, access_args, notice_condition
 from gateway.store.sqlsearch import from_where, order_by
+from gateway.store.sqlite_errors import StoreConnection
+from gateway.store.sqlite_pages import PageReads, fitting
+from gateway.store.sqlite_writes import GroupCommit, in_thread
 from gateway.store import sqlite_events as events
 from gateway.store.sqlite_mapping import MAPPING_SCHEMA, TransactionMapping
 
+READER_BUSY_MS = 20  # the most a read may hold up the event loop waiting for a lock (then 503)
+LARGE_READ = 1024 * 1024  # bodies of pages this large together are read on the bulk thread
+# A resource with more index rows than this writes each table's in one statement. executemany lets go
+# of the GIL and takes it back for every row: with a thread running Python beside the loop (a large
+# body being validated) each take waited up to the switch interval, and a Patient of 27,000 addresses
+# (~100,000 rows) held the loop for 10 s.
+MANY_INDEX_ROWS = 256
 SCHEMA_VERSION = 5  # 2: res_access, access_grants (organisation access); 3: notice_access (LUSEN); 4: subscriptions;
 # 5: access by person and custodian (res_access.person, grants per custodian, notice rows per route)
 
@@ -129,6 +145,10 @@ def _search(conn: sqlite3.Connection, plan: SearchPlan) -> SearchMatches:
     return SearchMatches(seqs, total)
 
 
+def _fetch_all(conn: sqlite3.Connection, sql: str, args: list) -> list[tuple]:
+    return conn.execute(sql, args).fetchall()
+
+
 def _read_seqs(conn: sqlite3.Connection, seqs: list[int]) -> list[StoredResource]:
     if not seqs:
         return []
@@ -187,7 +207,11 @@ class SqliteTransaction(access_sql.TransactionAccess, events.TransactionEvents, 
                 (version.rtype, version.rid, version.vid, seq, version.last_updated_us, deleted),
             ).lastrowid
         if index is not None and not deleted:
-            self._write_index(rkey, version.rtype, index)
+            if max(len(index.tokens), len(index.references), len(index.dates), len(index.strings)) > MANY_INDEX_ROWS:
+                # thousands of rows take SQLite a second or more: on a thread, holding the write lock, not the loop
+                await in_thread(self._write_index, rkey, version.rtype, index)
+            else:
+                self._write_index(rkey, version.rtype, index)
         if access is not None:  # the author is who created it: later versions keep it
             conn.execute("INSERT INTO res_access VALUES (?, ?, ?, ?) ON CONFLICT (rkey) DO UPDATE SET patient = "
                          "excluded.patient, person = excluded.person", (rkey, *access))
@@ -196,39 +220,36 @@ class SqliteTransaction(access_sql.TransactionAccess, events.TransactionEvents, 
                               *(found or (None, None, None)))
 
     def _write_index(self, rkey: int, rtype: str, index: IndexRows) -> None:
-        conn = self._conn
-        if index.tokens:
-            conn.executemany("INSERT OR IGNORE INTO idx_token VALUES (?, ?, ?, ?, ?)",
-                             [(rkey, rtype, p, s or "", c) for p, s, c in index.tokens])
-        if index.references:
-            conn.executemany("INSERT OR IGNORE INTO idx_ref VALUES (?, ?, ?, ?, ?)",
-                             [(rkey, rtype, p, t or "", i) for p, t, i in index.references])
-        if index.dates:
-            conn.executemany("INSERT OR IGNORE INTO idx_date VALUES (?, ?, ?, ?, ?)",
-                             [(rkey, rtype, p, lo, hi) for p, lo, hi in index.dates])
-        if index.strings:
-            conn.executemany("INSERT OR IGNORE INTO idx_string VALUES (?, ?, ?, ?, ?)",
-                             [(rkey, rtype, p, norm, raw) for p, norm, raw in index.strings])
+        for table, rows in (("idx_token", [(p, s or "", c) for p, s, c in index.tokens]),
+                            ("idx_ref", [(p, t or "", i) for p, t, i in index.references]),
+                            ("idx_date", index.dates), ("idx_string", index.strings)):
+            if len(rows) > MANY_INDEX_ROWS:  # one statement: the GIL is let go and taken back once, not per row
+                self._conn.execute(f"INSERT OR IGNORE INTO {table} SELECT ?, ?, value ->> 0, value ->> 1, value ->> 2 "
+                                   "FROM json_each(?)", (rkey, rtype, orjson.dumps(rows)))
+            elif rows:
+                self._conn.executemany(f"INSERT OR IGNORE INTO {table} VALUES (?, ?, ?, ?, ?)",
+                                       [(rkey, rtype, *row) for row in rows])
 
 
-class SqliteStore(access_sql.StoreAccess, AuditTable, events.StoreEvents, Store):
-    def __init__(self, path: str, synchronous: str = "FULL"):
+class SqliteStore(access_sql.StoreAccess, AuditTable, events.StoreEvents, PageReads, Store):
+    def __init__(self, path: str, synchronous: str = "FULL", busy_timeout: float = 5.0):
         self._path = path
         self._synchronous = synchronous
+        self._busy_timeout = busy_timeout  # seconds a writer may wait for the file's write lock
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
-        self._queued = 0  # writers waiting for the lock: the last one commits the batch
-        self._batch: asyncio.Future | None = None  # resolved when the open transaction commits
-        self._committing: asyncio.Future | None = None
+        self._writes: GroupCommit | None = None
+        self._bulk: sqlite3.Connection | None = None  # used only on _bulk_thread
+        self._bulk_thread: ThreadPoolExecutor | None = None
         self._audit_proc: asyncio.subprocess.Process | None = None  # started with the first batch
         self._audit_lock = asyncio.Lock()
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, factory=StoreConnection)
+        conn.store_path = self._path
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")  # while opening; see open()
         # Reads served from mapped pages skip a read() syscall per B-tree page (measured ~15 → ~10 µs
         # per primary-key read on a 300 MB store); the page cache keeps hot index pages decoded.
         conn.execute("PRAGMA mmap_size = 1073741824")
@@ -242,6 +263,12 @@ class SqliteStore(access_sql.StoreAccess, AuditTable, events.StoreEvents, Store)
         self._migrate(self._writer)
         self._reader = self._connect()
         self._attach_access_log(self._reader)
+        # Serving from here on: no statement may wait for another process's lock on the event loop.
+        self._writer.execute("PRAGMA busy_timeout = 0")  # GroupCommit polls for the lock instead
+        self._reader.execute(f"PRAGMA busy_timeout = {READER_BUSY_MS}")
+        self._writes = GroupCommit(self._writer, self._busy_timeout)
+        self._bulk = self._connect()
+        self._bulk_thread = ThreadPoolExecutor(1, thread_name_prefix="store-bulk-read")
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Create the schema, or refuse a file whose schema this code does not know."""
@@ -268,79 +295,19 @@ class SqliteStore(access_sql.StoreAccess, AuditTable, events.StoreEvents, Store)
     async def close(self) -> None:
         async with self._audit_lock:  # a batch still with the writer process finishes first
             await self._stop_audit_writer()
-        for conn in (self._reader, self._writer):
+        if self._writes is not None:
+            await self._writes.idle()  # a commit on its thread finishes before its connection closes
+        if self._bulk_thread is not None:
+            self._bulk_thread.shutdown(wait=True)
+        for conn in (self._reader, self._writer, self._bulk):
             if conn is not None:
                 conn.close()
-        self._reader = self._writer = None
+        self._reader = self._writer = self._bulk = None
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
-        """Group commit: writers queued behind each other share one SQLite transaction.
-
-        Each writer's block runs inside its own SAVEPOINT (a failure undoes only that block);
-        the last writer in the queue commits for all of them, in a thread so the event loop
-        keeps parsing and validating the next requests during the fsync. Nobody returns
-        before the commit that holds their writes is durable.
-        """
-        self._queued += 1
-        try:
-            await self._lock.acquire()
-        except BaseException:  # gave up while queued (cancelled, timed out)
-            self._queued -= 1
-            if self._queued == 0 and self._batch is not None:
-                asyncio.ensure_future(self._flush())  # the writers ahead left their commit to us
-            raise
-        self._queued -= 1
-        try:
-            if self._committing is not None:  # a cancelled committer left its commit running
-                await asyncio.shield(self._committing)
-            conn = self._writer
-            if self._batch is None:
-                conn.execute("BEGIN IMMEDIATE")
-                self._batch = asyncio.get_running_loop().create_future()
-            batch = self._batch
-            conn.execute("SAVEPOINT writer")
-            tx = SqliteTransaction(conn)
-            try:
-                yield tx
-            except BaseException:
-                conn.execute("ROLLBACK TO writer")
-                conn.execute("RELEASE writer")
-                if self._queued == 0:
-                    await self._commit()
-                raise
-            conn.execute("RELEASE writer")
-            if self._queued == 0:
-                await self._commit()
-        finally:
-            self._lock.release()
-        await batch  # raises if the commit holding our writes failed
-        for callback in tx.committed:
-            callback()
-
-    async def _flush(self) -> None:
-        async with self._lock:
-            if self._batch is not None and self._queued == 0:
-                await self._commit()
-
-    async def _commit(self) -> None:
-        batch, self._batch = self._batch, None
-        task = asyncio.ensure_future(self._run_commit(batch))
-        self._committing = task
-        task.add_done_callback(lambda _: setattr(self, "_committing", None) if self._committing is task else None)
-        await asyncio.shield(task)  # a cancelled committer still lets the commit finish
-
-    async def _run_commit(self, batch: asyncio.Future) -> None:
-        try:
-            await asyncio.to_thread(self._writer.execute, "COMMIT")
-        except Exception as exc:
-            try:
-                self._writer.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            batch.set_exception(exc)
-        else:
-            batch.set_result(None)
+    def transaction(self):
+        """Group commit (``sqlite_writes.GroupCommit``): writers queued behind each other share
+        one SQLite transaction, each in its own savepoint; nobody returns before it is durable."""
+        return self._writes.transaction(SqliteTransaction)
 
     async def read(self, rtype: str, rid: str) -> StoredResource | None:
         return _read(self._reader, rtype, rid)
@@ -360,6 +327,13 @@ class SqliteStore(access_sql.StoreAccess, AuditTable, events.StoreEvents, Store)
 
     async def read_seqs(self, seqs: list[int]) -> list[StoredResource]:
         return _read_seqs(self._reader, seqs)
+
+    async def read_large(self, seqs: list[int]) -> list[StoredResource]:
+        return await self._read_off_loop(_read_seqs, seqs)
+
+    async def _read_off_loop(self, fn, *args):
+        """``fn(bulk connection, *args)`` on the bulk thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._bulk_thread, fn, self._bulk, *args)
 
     async def read_many(self, keys: list[tuple[str, str]]) -> list[StoredResource]:
         found = [await self.read(t, i) for t, i in dict.fromkeys(keys)]
@@ -388,7 +362,7 @@ class SqliteStore(access_sql.StoreAccess, AuditTable, events.StoreEvents, Store)
             args.append(param)
         return [r[0] for r in self._reader.execute(sql + " ORDER BY c.seq", args).fetchall()]
 
-    async def history(self, query: HistoryQuery) -> tuple[list[StoredResource], int]:
+    async def history(self, query: HistoryQuery) -> tuple[list[StoredResource], int, bool]:
         conds, args = [], []
         if query.rtype is not None:
             conds.append("v.rtype = ?")
@@ -411,25 +385,12 @@ class SqliteStore(access_sql.StoreAccess, AuditTable, events.StoreEvents, Store)
         if query.before_seq is not None:
             where += " AND v.seq < ?"
             args.append(query.before_seq)
-        rows = self._reader.execute(f"{_VERSION_COLUMNS} WHERE {where} ORDER BY v.seq DESC LIMIT ?",
-                                    [*args, query.limit]).fetchall()
-        return [StoredResource(*r) for r in rows], total
-
-    async def save_snapshot(self, snapshot: Snapshot, ttl_seconds: int) -> None:
-        now = int(time.time())
-        async with self.transaction():
-            self._writer.execute("DELETE FROM search_snapshots WHERE expires < ?", (now,))
-            self._writer.execute(
-                "INSERT INTO search_snapshots VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (snapshot.snapshot_id, now + ttl_seconds, snapshot.rtype, snapshot.query, snapshot.total,
-                 array("q", snapshot.seqs).tobytes(), snapshot.owner))
-
-    async def load_snapshot(self, snapshot_id: str) -> Snapshot | None:
-        row = self._reader.execute(
-            "SELECT rtype, query, total, seqs, owner FROM search_snapshots WHERE id = ? AND expires >= ?",
-            (snapshot_id, int(time.time()))).fetchone()
-        if row is None:
-            return None
-        seqs = array("q")
-        seqs.frombytes(row[3])
-        return Snapshot(snapshot_id, row[0], row[1], row[2], seqs.tolist(), row[4])
+        limit, cut, large = query.limit, False, False
+        if query.max_bytes is not None:  # the sizes first: bodies only of the versions that fit
+            sizes = [r[0] or 0 for r in self._reader.execute(
+                f"SELECT length(v.body) FROM {source} WHERE {where} ORDER BY v.seq DESC LIMIT ?", [*args, limit])]
+            limit = fitting(sizes, query.max_bytes)
+            cut, large = limit < len(sizes), sum(sizes[:limit]) >= LARGE_READ
+        page = (f"{_VERSION_COLUMNS} WHERE {where} ORDER BY v.seq DESC LIMIT ?", [*args, limit])
+        rows = await self._read_off_loop(_fetch_all, *page) if large else self._reader.execute(*page).fetchall()
+        return [StoredResource(*r) for r in rows], total, cut or len(rows) == query.limit
